@@ -1,0 +1,262 @@
+"""`mycelium-rt`: solve math word problems from JSONL with the exported specialists."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import click
+
+from .errors import MyceliumError
+from .records import InputRecord, dump_record, id_key, read_records, written_ids
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _load_solver(artifacts: str | None, provider: str, threads: int | None, verify: bool):
+    from .solver import Solver
+
+    try:
+        return Solver.load(artifacts, provider, threads=threads, verify=verify)
+    except MyceliumError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings=CONTEXT)
+def main() -> None:
+    """Mycelium runtime: exact answers to math word problems, no chain of thought."""
+
+
+def artifact_options(func):
+    """Options shared by every command that loads specialists."""
+    func = click.option(
+        "--no-verify", is_flag=True, help="Skip the sha256 check of the artifact files."
+    )(func)
+    func = click.option("--threads", type=click.IntRange(1, 256), default=None,
+                        help="onnxruntime intra-op threads (default: all cores).")(func)
+    func = click.option(
+        "--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
+        show_default=True, help="Execution provider.",
+    )(func)
+    func = click.option(
+        "--artifacts", type=click.Path(file_okay=False), envvar="MYCELIUM_ARTIFACTS",
+        default=None, help="Artifacts folder (default: $MYCELIUM_ARTIFACTS, else the embedded "
+        "default specialists).",
+    )(func)
+    return func
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so both stop between whole records."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, shown only on a TTY for a file input."""
+
+    def __init__(self, stream: IO[bytes], enabled: bool):
+        self.stream = stream
+        self.total = 0
+        if enabled:
+            try:
+                self.total = os.fstat(stream.fileno()).st_size
+            except (OSError, AttributeError, ValueError):
+                self.total = 0
+        self.start = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.total:
+            return
+        try:
+            fraction = min(1.0, self.stream.tell() / self.total)
+        except (OSError, ValueError):
+            return
+        bar = "#" * int(fraction * 30)
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        click.echo(f"\r[{bar:<30}] {fraction:6.1%} {done} problems {rate:.1f}/s", err=True,
+                   nl=False)
+
+    def close(self) -> None:
+        if self.total:
+            click.echo("", err=True)
+
+
+def _batches(records: Iterator[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    batch: list[InputRecord] = []
+    for record in records:
+        batch.append(record)
+        if sum(r.question is not None for r in batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _solve_records(solver: Any, batch: list[InputRecord]) -> list[dict[str, Any]]:
+    """Result records for a batch in input order; a failing batch is retried one by one."""
+    todo = [r for r in batch if r.question is not None]
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        solved = solver.solve([r.question for r in todo], [r.id for r in todo])
+        results = {r.line: s.to_record() for r, s in zip(todo, solved)}
+    except MyceliumError:
+        for record in todo:
+            try:
+                (single,) = solver.solve([record.question], [record.id])
+                results[record.line] = single.to_record()
+            except MyceliumError as exc:
+                results[record.line] = _error_record(record.id, str(exc))
+    return [
+        results[r.line] if r.question is not None else _error_record(r.id, r.error)
+        for r in batch
+    ]
+
+
+def _error_record(record_id: Any, message: str | None) -> dict[str, Any]:
+    return {"id": record_id, "answer": None, "answer_exact": None, "program": [],
+            "confidence": 0.0, "error": message}
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("input_path", metavar="[INPUT]", required=False, default="-")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write JSONL results here (default: stdout).")
+@click.option("--text", default=None, help="Solve this one problem and print it readably.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Problems per batch.")
+@click.option("--resume", is_flag=True,
+              help="Append to an existing OUTPUT, skipping ids already written there.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary line.")
+@artifact_options
+def solve(input_path: str, output: str | None, text: str | None, batch_size: int, resume: bool,
+          quiet: bool, artifacts: str | None, provider: str, threads: int | None,
+          no_verify: bool) -> None:
+    """Solve the problems of a JSONL file (or stdin): one result record per input line.
+
+    Each line is an object with "question" and an optional "id"; other fields are
+    ignored. Empty lines are skipped. A bad line gets an error record; the run goes on.
+    """
+    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    if text is not None:
+        from .solver import describe
+
+        if not text.strip():
+            raise click.ClickException("--text is empty")
+        (result,) = solver.solve([text])
+        click.echo(describe(result))
+        return
+    if resume and not output:
+        raise click.ClickException("--resume needs -o OUTPUT")
+    try:
+        source = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise click.ClickException(f"cannot read input {input_path!r}: {exc.strerror}") from None
+    done = written_ids(output) if resume and output and os.path.exists(output) else set()
+    try:
+        sink = open(output, "a" if resume else "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise click.ClickException(f"cannot write output {output!r}: {exc.strerror}") from None
+    progress = _Progress(source, enabled=not quiet and input_path != "-" and sys.stderr.isatty())
+    count = errors = 0
+    start = time.perf_counter()
+    records = (r for r in read_records(source) if id_key(r.id) not in done)
+    try:
+        with _terminate_as_interrupt():
+            for batch in _batches(records, batch_size):
+                for record in _solve_records(solver, batch):
+                    sink.write(dump_record(record))
+                    sink.flush()
+                    count += 1
+                    errors += record["error"] is not None
+                progress.update(count)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"interrupted after {count} records; rerun with --resume to finish", err=True)
+        sys.exit(130)
+    finally:
+        if output:
+            sink.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+    progress.close()
+    if not quiet:
+        elapsed = time.perf_counter() - start
+        click.echo(
+            f"{count} problems in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.1f} problems/s), "
+            f"{errors} errors", err=True,
+        )
+
+
+@main.command(context_settings=CONTEXT)
+@artifact_options
+def info(artifacts: str | None, provider: str, threads: int | None, no_verify: bool) -> None:
+    """Print the artifacts in use, their manifest summary, versions and providers as JSON."""
+    import numpy
+    import onnxruntime
+    import sympy
+    import tokenizers
+
+    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    payload = {
+        "artifacts": str(solver.folder),
+        "manifest": solver.manifest.summary(),
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "tokenizers": tokenizers.__version__,
+            "numpy": numpy.__version__,
+            "sympy": sympy.__version__,
+            "click": click.__version__ if hasattr(click, "__version__") else "unknown",
+        },
+        "providers": {
+            "available": onnxruntime.get_available_providers(),
+            "chosen": solver.provider,
+        },
+    }
+    click.echo(json.dumps(payload, indent=2))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", "report", type=click.Path(dir_okay=False), required=True,
+              help="Write the JSON report here.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="First N records only.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@artifact_options
+def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
+             artifacts: str | None, provider: str, threads: int | None, no_verify: bool) -> None:
+    """Attribute each lost problem to a stage (records must carry a gold answer).
+
+    Gold is read only after solving, to attribute errors; the solver never sees it.
+    """
+    from .diagnose import run_diagnosis
+
+    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    try:
+        summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size)
+    except MyceliumError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Embedded default specialists (artifacts made by mycelium-export)."""

@@ -1,0 +1,143 @@
+"""Batched runners of the three exported specialists on onnxruntime.
+
+The segmenter reads right-padded problems. The classifier and the extractor are
+decoders with a KV cache: each problem's text is prefilled once, its cache rows
+are gathered for every span group of that problem, and only the short group
+suffixes (and, for the extractor, the generated arguments) are computed per group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .manifest import ModelSpec
+from .tokenization import pad_batch
+
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class SegmenterRunner:
+    """C1: token classification over right-padded problems."""
+
+    def __init__(self, session: ort.InferenceSession, pad_id: int):
+        self.session = session
+        self.pad_id = pad_id
+
+    def label_ids(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Argmax label id per token of each sequence (padding dropped)."""
+        ids, mask = pad_batch(sequences, self.pad_id, left=False)
+        (logits,) = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+        best = logits.argmax(axis=-1)
+        return [best[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+@dataclass
+class DecoderState:
+    """Rows of a decoder batch: attention mask (B, P), next positions (B,), KV per layer."""
+
+    mask: np.ndarray  # (B, P) int64
+    next_position: np.ndarray  # (B,) int64
+    past: list[np.ndarray]  # 2 * layers arrays (B, KV, P, D): key, value per layer
+
+    def take(self, rows: np.ndarray) -> DecoderState:
+        """The sub-batch of the given rows (a gather over every cache tensor)."""
+        return DecoderState(
+            self.mask[rows], self.next_position[rows], [kv[rows] for kv in self.past]
+        )
+
+
+class DecoderRunner:
+    """C2/C3: a decoder graph with KV cache and last-position logits."""
+
+    def __init__(self, session: ort.InferenceSession, spec: ModelSpec, pad_id: int):
+        assert spec.kv_cache is not None
+        self.session = session
+        self.pad_id = pad_id
+        self.kv = spec.kv_cache
+        self.dtype = _NUMPY_DTYPES.get(self.kv.dtype, np.float32)
+        self.past_names = [
+            f"past_key_values.{layer}.{part}"
+            for layer in range(self.kv.num_layers)
+            for part in ("key", "value")
+        ]
+        self.output_names = ["logits"] + [
+            f"present.{layer}.{part}"
+            for layer in range(self.kv.num_layers)
+            for part in ("key", "value")
+        ]
+
+    def _run(
+        self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
+    ) -> tuple[np.ndarray, DecoderState]:
+        """Feed new tokens (B, T) after the state's cache; return logits (B, N) and new state."""
+        mask = np.concatenate([state.mask, new_mask], axis=1)
+        positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
+        positions = np.maximum(positions, 0).astype(np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        feed.update(zip(self.past_names, state.past))
+        outputs = self.session.run(self.output_names, feed)
+        next_position = state.next_position + new_mask.sum(axis=1)
+        return outputs[0], DecoderState(mask, next_position, list(outputs[1:]))
+
+    def empty_state(self, batch: int) -> DecoderState:
+        """A state with no past (prefill)."""
+        shape = (batch, self.kv.num_kv_heads, 0, self.kv.head_dim)
+        past = [np.zeros(shape, dtype=self.dtype) for _ in self.past_names]
+        return DecoderState(
+            np.zeros((batch, 0), dtype=np.int64), np.zeros(batch, dtype=np.int64), past
+        )
+
+    def prefill(self, sequences: list[list[int]], state: DecoderState | None = None):
+        """Left-pad the sequences and feed them (after ``state`` if given)."""
+        ids, mask = pad_batch(sequences, self.pad_id, left=True)
+        state = state if state is not None else self.empty_state(len(sequences))
+        return self._run(ids, state, mask)
+
+    def step(self, tokens: np.ndarray, state: DecoderState):
+        """Feed one token per row."""
+        ids = tokens.reshape(-1, 1).astype(np.int64)
+        return self._run(ids, state, np.ones_like(ids))
+
+    def greedy(
+        self,
+        first_logits: np.ndarray,
+        state: DecoderState,
+        *,
+        eos_id: int,
+        max_new_tokens: int,
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """Greedy decode from the logits after the prompt; finished rows stop.
+
+        Returns the generated ids per row (EOS excluded) and each row's summed
+        log-probability (EOS included when it was produced).
+        """
+        batch = first_logits.shape[0]
+        generated: list[list[int]] = [[] for _ in range(batch)]
+        logprob = np.zeros(batch, dtype=np.float64)
+        active = np.arange(batch)
+        logits = first_logits
+        for step in range(max_new_tokens):
+            scores = log_softmax(logits)
+            tokens = scores.argmax(axis=-1)
+            logprob[active] += scores[np.arange(len(active)), tokens]
+            still = tokens != eos_id
+            for row, token, going in zip(active, tokens, still):
+                if going:
+                    generated[row].append(int(token))
+            if not still.any() or step == max_new_tokens - 1:
+                break
+            if not still.all():
+                keep = np.flatnonzero(still)
+                active, tokens, state = active[keep], tokens[keep], state.take(keep)
+            logits, state = self.step(tokens, state)
+        return generated, logprob

@@ -1,0 +1,46 @@
+"""Pick the answer from valid candidates using model confidences alone."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from mycelium.executor import ExecutionResult
+
+TEMPLATE_LOGPROB = math.log(0.2)  # prior of a bridging template step (no model scores it)
+
+
+@dataclass
+class Scored:
+    """A valid executed candidate and its model score (mean step log-probability)."""
+
+    score: float
+    result: ExecutionResult
+    candidate_index: int
+
+
+def candidate_score(step_logprobs: list[float]) -> float:
+    """Mean log-probability of a candidate's steps (comparable across lengths)."""
+    return sum(step_logprobs) / len(step_logprobs) if step_logprobs else -math.inf
+
+
+def pick_answer(scored: list[Scored]) -> tuple[Scored | None, float]:
+    """Best answer by summed candidate probability; returns its best candidate and confidence.
+
+    Candidates that reach the same value pool their probability; the confidence
+    is that pool's share of all valid candidates' probability.
+    """
+    if not scored:
+        return None, 0.0
+    top = max(item.score for item in scored)
+    pools: dict[Fraction, float] = {}
+    best: dict[Fraction, Scored] = {}
+    for item in scored:
+        value = item.result.value
+        assert value is not None
+        pools[value] = pools.get(value, 0.0) + math.exp(item.score - top)
+        if value not in best or item.score > best[value].score:
+            best[value] = item
+    winner = max(pools, key=lambda value: (pools[value], best[value].score))
+    return best[winner], pools[winner] / sum(pools.values())

@@ -1,0 +1,362 @@
+"""The Solver: tokenize → segment → search → classify → extract → execute → score."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mycelium.executor import Arg, ExecutionResult, Step, execute, format_fraction
+from mycelium.executor.numbers import parse_number
+
+from . import search
+from .artifacts import resolve_artifacts
+from .errors import ArtifactsError
+from .grammar import parse_args
+from .manifest import Manifest, load_manifest, safe_member
+from .models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
+from .quantities import parse_quantity
+from .results import SolveResult, Span
+from .scorer import TEMPLATE_LOGPROB, Scored, candidate_score, pick_answer
+from .sessions import choose_provider, make_session
+from .spec import SolverSpec
+from .templates import classifier_suffix, extractor_suffix
+from .tokenization import Encoded, TextTokenizer
+
+STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
+MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memory)
+MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
+
+
+@dataclass
+class Variant:
+    """One (group, operation) reading with its parsed arguments and log-probability."""
+
+    op: str
+    args: tuple[Arg, ...] | None  # None when the extractor's output is off-grammar
+    logprob: float
+    text: str
+
+
+@dataclass
+class Stats:
+    """Per-stage seconds and token positions computed, accumulated over calls."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    tokens: dict[str, int] = field(
+        default_factory=lambda: {"segmenter": 0, "classifier": 0, "extractor": 0}
+    )
+    problems: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.tokens = {"segmenter": 0, "classifier": 0, "extractor": 0}
+        self.problems = 0
+
+
+class _Timer:
+    def __init__(self, stats: Stats, stage: str):
+        self.stats, self.stage = stats, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stats.seconds[self.stage] += time.perf_counter() - self.start
+
+
+def spans_from_labels(
+    text: str, encoded: Encoded, labels: np.ndarray, label_names: Sequence[str]
+) -> list[Span]:
+    """Decode BIO token labels into character spans (an I after O starts a span)."""
+    spans: list[tuple[int, int]] = []
+    inside = False
+    for (start, end), label in zip(encoded.offsets, labels):
+        name = label_names[int(label)] if int(label) < len(label_names) else "O"
+        if name.startswith("B") or (name.startswith("I") and not inside):
+            spans.append((start, end))
+            inside = True
+        elif name.startswith("I") and inside:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            inside = False
+    out = []
+    for start, end in spans:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            piece = text[start:end]
+            out.append(Span(start, end, piece, parse_quantity(piece)))
+    return out
+
+
+class Solver:
+    """Solve math word problems with exported specialists; never imports torch."""
+
+    def __init__(self, folder: Path, manifest: Manifest, provider: str, threads: int | None):
+        self.folder = folder
+        self.manifest = manifest
+        self.provider = provider
+        self.spec = SolverSpec.from_dict(manifest.mycelium)
+        self.constants = frozenset(
+            value for value in (parse_number(text) for text in self.spec.constants) if value
+        )
+        self.stats = Stats()
+        tokenizers: dict[str, TextTokenizer] = {}
+        self.tokenizers: dict[str, TextTokenizer] = {}
+        sessions = {}
+        for name, model in manifest.models.items():
+            if model.tokenizer not in tokenizers:
+                tokenizers[model.tokenizer] = TextTokenizer(safe_member(folder, model.tokenizer))
+            self.tokenizers[name] = tokenizers[model.tokenizer]
+            sessions[name] = make_session(safe_member(folder, model.file), provider, threads)
+        special = self.spec.special_tokens
+        pad = {name: tok.token_id(special["pad"]) for name, tok in self.tokenizers.items()}
+        self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
+        self.segmenter = SegmenterRunner(sessions["segmenter"], pad["segmenter"])
+        self.classifier = DecoderRunner(
+            sessions["classifier"], manifest.models["classifier"], pad["classifier"]
+        )
+        self.extractor = DecoderRunner(
+            sessions["extractor"], manifest.models["extractor"], pad["extractor"]
+        )
+        self.operations = tuple(manifest.models["classifier"].labels or ())
+        self.segmenter_labels = tuple(manifest.models["segmenter"].labels or ())
+
+    @classmethod
+    def load(
+        cls,
+        artifacts: str | os.PathLike[str] | None = None,
+        provider: str = "auto",
+        *,
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Solver:
+        """Load an artifacts folder (default: $MYCELIUM_ARTIFACTS or the embedded default)."""
+        folder = resolve_artifacts(artifacts)
+        manifest = load_manifest(folder, verify=verify)
+        return cls(folder, manifest, choose_provider(provider), threads)
+
+    # ------------------------------------------------------------------ stages
+    def _segment(self, questions: list[str]) -> list[list[Span]]:
+        with _Timer(self.stats, "tokenize"):
+            encoded = self.tokenizers["segmenter"].encode_batch(
+                questions, self.spec.max_problem_tokens
+            )
+        with _Timer(self.stats, "segment"):
+            labels = self.segmenter.label_ids([enc.ids for enc in encoded])
+            self.stats.tokens["segmenter"] += sum(len(enc.ids) for enc in encoded)
+            return [
+                spans_from_labels(q, enc, lab, self.segmenter_labels)[: self.spec.search.max_spans]
+                for q, enc, lab in zip(questions, encoded, labels)
+            ]
+
+    def _prefix_states(
+        self, runner: DecoderRunner, model: str, questions: list[str]
+    ) -> tuple[DecoderState, np.ndarray]:
+        with _Timer(self.stats, "tokenize"):
+            encoded = self.tokenizers[model].encode_batch(questions, self.spec.max_problem_tokens)
+        ids = [enc.ids for enc in encoded]
+        self.stats.tokens[model] += sum(len(x) for x in ids)
+        logits, state = runner.prefill(ids)
+        return state, logits
+
+    def _suffix_ids(self, model: str, suffixes: list[str]) -> list[list[int]]:
+        with _Timer(self.stats, "tokenize"):
+            encoded = self.tokenizers[model].encode_batch(suffixes, self.spec.max_suffix_tokens)
+        return [enc.ids for enc in encoded]
+
+    def _classify(
+        self, questions: list[str], rows: list[tuple[int, list[tuple[int, str]]]]
+    ) -> np.ndarray:
+        """Operation log-probabilities (R, ops) for (problem index, group items) rows."""
+        prefix, _ = self._prefix_states(self.classifier, "classifier", questions)
+        suffixes = self._suffix_ids(
+            "classifier", [classifier_suffix(self.spec.templates, items) for _, items in rows]
+        )
+        out = []
+        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
+            chunk = range(start, min(start + MAX_ROWS_PER_CALL, len(rows)))
+            state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
+            batch = [suffixes[i] for i in chunk]
+            self.stats.tokens["classifier"] += sum(len(x) for x in batch)
+            logits, _ = self.classifier.prefill(batch, state)
+            out.append(log_softmax(logits))
+        return np.concatenate(out) if out else np.zeros((0, len(self.operations)))
+
+    def _extract(
+        self, questions: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
+    ) -> list[tuple[str, float]]:
+        """Greedy argument text and its log-probability per (problem, group, op) row."""
+        prefix, _ = self._prefix_states(self.extractor, "extractor", questions)
+        suffixes = self._suffix_ids(
+            "extractor",
+            [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
+        )
+        decode = self.tokenizers["extractor"].decode
+        out: list[tuple[str, float]] = []
+        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
+            chunk = range(start, min(start + MAX_ROWS_PER_CALL, len(rows)))
+            state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
+            batch = [suffixes[i] for i in chunk]
+            logits, state = self.extractor.prefill(batch, state)
+            generated, logprob = self.extractor.greedy(
+                logits, state, eos_id=self.eos_id, max_new_tokens=self.spec.max_new_tokens
+            )
+            self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
+                len(g) for g in generated
+            )
+            with _Timer(self.stats, "tokenize"):
+                out.extend((decode(ids), float(lp)) for ids, lp in zip(generated, logprob))
+        return out
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, questions: Sequence[str], ids: Sequence[Any] | None = None) -> list[SolveResult]:
+        """Solve a batch of problem texts; one result per question, in order."""
+        questions = list(questions)
+        ids = list(ids) if ids is not None else list(range(len(questions)))
+        if not questions:
+            return []
+        self.stats.problems += len(questions)
+        spans = self._segment(questions)
+
+        with _Timer(self.stats, "search"):
+            groups = [search.unique_groups(len(s), self.spec.search) for s in spans]
+            class_rows = [
+                (p, [(i, spans[p][i].text) for i in group])
+                for p in range(len(questions))
+                for group in groups[p]
+            ]
+        with _Timer(self.stats, "classify"):
+            op_scores = self._classify(questions, class_rows)
+        with _Timer(self.stats, "search"):
+            k = max(1, min(self.spec.search.ops_per_group, len(self.operations)))
+            top_ops = np.argsort(-op_scores, axis=1)[:, :k]
+            extract_rows = []
+            row_keys = []
+            flat = 0
+            for p in range(len(questions)):
+                for group in groups[p]:
+                    for op_index in top_ops[flat]:
+                        op = self.operations[op_index]
+                        extract_rows.append((p, class_rows[flat][1], op))
+                        row_keys.append((p, group, op, float(op_scores[flat, op_index])))
+                    flat += 1
+        with _Timer(self.stats, "extract"):
+            extractions = self._extract(questions, extract_rows)
+        variants: list[dict[tuple[int, ...], list[Variant]]] = [
+            defaultdict(list) for _ in questions
+        ]
+        for (p, group, op, op_lp), (text, args_lp) in zip(row_keys, extractions):
+            variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
+        with _Timer(self.stats, "execute"):
+            return [
+                self._choose(ids[p], spans[p], variants[p]) for p in range(len(questions))
+            ]
+
+    def _choose(
+        self, id: Any, spans: list[Span], variants: dict[tuple[int, ...], list[Variant]]
+    ) -> SolveResult:
+        """Enumerate candidates, execute the best-scored ones, pick the answer."""
+        best_variant: dict[tuple[int, ...], Variant] = {}
+        for group, options in variants.items():
+            parsed = [v for v in options if v.args is not None]
+            if parsed:
+                best_variant[group] = max(parsed, key=lambda v: v.logprob)
+        ranked = []
+        for index, cand in enumerate(search.candidates(len(spans), self.spec.search)):
+            steps, logprobs = self._program(cand, best_variant)
+            if steps is not None:
+                ranked.append((candidate_score(logprobs), index, steps))
+        ranked.sort(key=lambda item: -item[0])
+        quantities = [span.value for span in spans]
+        valid: list[Scored] = []
+        budget = self.spec.search.max_candidates
+        for score, index, steps in ranked[: budget * MAX_EXECUTIONS_FACTOR]:
+            result = execute(steps, quantities, constants=self.constants)
+            if result.ok:
+                valid.append(Scored(score, result, index))
+                if len(valid) >= budget:
+                    break
+        best, confidence = pick_answer(valid)
+        if best is None:
+            return SolveResult(
+                id=id, error="no valid candidate program", confidence=0.0, spans=spans
+            )
+        assert best.result.value is not None
+        return SolveResult.from_value(
+            id,
+            best.result.value,
+            program=program_record(best.result, spans),
+            confidence=confidence,
+            spans=spans,
+        )
+
+    def _program(
+        self, cand: search.Candidate, best_variant: dict[tuple[int, ...], Variant]
+    ) -> tuple[tuple[Step, ...] | None, list[float]]:
+        steps: list[Step] = []
+        logprobs: list[float] = []
+        for chunk in cand.chunks:
+            variant = best_variant.get(chunk)
+            if variant is None or variant.args is None:
+                return None, []
+            steps.append(Step(variant.op, variant.args))
+            logprobs.append(variant.logprob)
+        if cand.tail == "LEARNED":
+            variant = best_variant.get(())
+            if variant is None or variant.args is None:
+                return None, []
+            steps.append(Step(variant.op, variant.args))
+            logprobs.append(variant.logprob)
+        elif cand.tail is not None:
+            steps.append(Step(cand.tail, ()))
+            logprobs.append(TEMPLATE_LOGPROB)
+        return tuple(steps), logprobs
+
+
+def program_record(result: ExecutionResult, spans: list[Span]) -> list[dict[str, Any]]:
+    """The executed steps as JSON: op, each argument with its source, and the result."""
+    out = []
+    for number, trace in enumerate(result.steps):
+        args = []
+        for arg, value in trace.args:
+            item: dict[str, Any] = {"source": arg.kind, "value": format_fraction(value)}
+            if arg.kind == "quantity" and arg.index is not None and arg.index < len(spans):
+                span = spans[arg.index]
+                item.update(index=arg.index, text=span.text, span=[span.start, span.end])
+            elif arg.kind == "result" and arg.index is not None:
+                item["step"] = number - arg.index
+            args.append(item)
+        out.append({"op": trace.op, "args": args, "result": format_fraction(trace.result)})
+    return out
+
+
+def describe(result: SolveResult) -> str:
+    """A readable rendering of a result and its program (for `solve --text`)."""
+    if result.error:
+        return f"error: {result.error}"
+    lines = [f"answer: {result.answer_exact}  (confidence {result.confidence:.2f})"]
+    for number, step in enumerate(result.program):
+        parts = []
+        for arg in step["args"]:
+            if arg["source"] == "quantity":
+                parts.append(f'"{arg["text"]}"@{arg["span"][0]}={arg["value"]}')
+            elif arg["source"] == "result":
+                parts.append(f'step{arg["step"]}={arg["value"]}')
+            else:
+                parts.append(f'{arg["source"]}:{arg["value"]}')
+        lines.append(f"  step{number}: {step['op']}({', '.join(parts)}) = {step['result']}")
+    return "\n".join(lines)
+
+
+__all__ = ["Solver", "SolveResult", "Span", "describe", "program_record", "ArtifactsError"]

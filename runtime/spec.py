@@ -1,0 +1,103 @@
+"""The checkpoint's `mycelium.json`: templates, grammar, constants and limits.
+
+It is written by the trainer, copied verbatim into the artifacts manifest by the
+exporter, and read by the runtime through :class:`SolverSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ArtifactsError
+
+SPEC_FORMAT_VERSION = 1
+OPERATIONS = ("ADD", "SUB", "MUL", "DIV")
+SEGMENTER_LABELS = ("O", "B-QTY", "I-QTY")
+SPECIAL_TOKENS = {
+    "pad": "<pad>",
+    "eos": "<eos>",
+    "sep": "<sep>",
+    "cls": "<cls>",
+    "op": "<op>",
+    "args": "<args>",
+}
+DEFAULT_CONSTANTS = ("1/2", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "12", "24", "52",
+                     "60", "100", "365", "1000")
+
+
+@dataclass(frozen=True)
+class Templates:
+    """How a span group is serialised after the problem text (see docs/ARCHITECTURE.md)."""
+
+    group_item: str = " Q{index}={text}"  # one per span of the group
+    empty_group: str = " none"  # a tail step that consumes no span
+    classifier: str = "<sep>{items}<cls>"  # classifier suffix
+    extractor: str = "<sep>{items}<op> {op}<args>"  # extractor suffix; the model writes args
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Bounds of the candidate search."""
+
+    max_group_size: int = 3  # spans per chunk
+    max_candidates: int = 15  # candidate programs per problem
+    max_spans: int = 12  # spans beyond this are ignored (bounded search)
+    ops_per_group: int = 2  # top-k operations from the classifier tried per group
+    tail_templates: tuple[str, ...] = ("ACC_ADD", "ACC_SUB", "AVG", "DERIVED_MUL")
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """Everything the runtime must know that no model config says."""
+
+    format_version: int = SPEC_FORMAT_VERSION
+    operations: tuple[str, ...] = OPERATIONS
+    segmenter_labels: tuple[str, ...] = SEGMENTER_LABELS
+    special_tokens: dict[str, str] = field(default_factory=lambda: dict(SPECIAL_TOKENS))
+    templates: Templates = field(default_factory=Templates)
+    grammar: str = "mycelium-args-v1"  # extractor output grammar (runtime/grammar.py)
+    quantity_grammar: str = "en-numerals-v1"  # span text -> value (runtime/quantities.py)
+    constants: tuple[str, ...] = DEFAULT_CONSTANTS
+    max_problem_tokens: int = 256
+    max_suffix_tokens: int = 64
+    max_new_tokens: int = 12
+    search: SearchSpec = field(default_factory=SearchSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the content of mycelium.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SolverSpec:
+        """Validate a decoded mycelium.json; unknown keys are ignored."""
+        if not isinstance(data, dict):
+            raise ArtifactsError("mycelium.json: expected a JSON object")
+        version = data.get("format_version")
+        if version != SPEC_FORMAT_VERSION:
+            raise ArtifactsError(f"mycelium.json: unsupported format_version {version!r}")
+        try:
+            templates = Templates(**data.get("templates", {}))
+            search_raw = dict(data.get("search", {}))
+            if "tail_templates" in search_raw:
+                search_raw["tail_templates"] = tuple(search_raw["tail_templates"])
+            search = SearchSpec(**search_raw)
+            kwargs = {
+                key: data[key]
+                for key in ("grammar", "quantity_grammar", "max_problem_tokens",
+                            "max_suffix_tokens", "max_new_tokens")
+                if key in data
+            }
+            for key in ("operations", "segmenter_labels", "constants"):
+                if key in data:
+                    kwargs[key] = tuple(str(x) for x in data[key])
+            if "special_tokens" in data:
+                kwargs["special_tokens"] = {str(k): str(v) for k, v in data["special_tokens"].items()}
+            spec = cls(format_version=version, templates=templates, search=search, **kwargs)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactsError(f"mycelium.json: invalid field ({exc})") from None
+        if spec.grammar != "mycelium-args-v1":
+            raise ArtifactsError(f"mycelium.json: unknown grammar {spec.grammar!r}")
+        if spec.quantity_grammar != "en-numerals-v1":
+            raise ArtifactsError(f"mycelium.json: unknown quantity grammar {spec.quantity_grammar!r}")
+        return spec
