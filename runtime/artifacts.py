@@ -1,4 +1,4 @@
-"""Where the artifacts come from: an explicit folder, $MYCELIUM_ARTIFACTS, or the embedded default."""
+"""Where the artifacts come from: a folder given, $MYCELIUM_ARTIFACTS, or the embedded default."""
 
 from __future__ import annotations
 

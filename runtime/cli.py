@@ -118,7 +118,7 @@ def _solve_records(solver: Any, batch: list[InputRecord]) -> list[dict[str, Any]
     results: dict[int, dict[str, Any]] = {}
     try:
         solved = solver.solve([r.question for r in todo], [r.id for r in todo])
-        results = {r.line: s.to_record() for r, s in zip(todo, solved)}
+        results = {r.line: s.to_record() for r, s in zip(todo, solved, strict=True)}
     except MyceliumError:
         for record in todo:
             try:

@@ -84,7 +84,7 @@ class DecoderRunner:
         positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
         positions = np.maximum(positions, 0).astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-        feed.update(zip(self.past_names, state.past))
+        feed.update(zip(self.past_names, state.past, strict=True))
         outputs = self.session.run(self.output_names, feed)
         next_position = state.next_position + new_mask.sum(axis=1)
         return outputs[0], DecoderState(mask, next_position, list(outputs[1:]))
@@ -131,7 +131,7 @@ class DecoderRunner:
             tokens = scores.argmax(axis=-1)
             logprob[active] += scores[np.arange(len(active)), tokens]
             still = tokens != eos_id
-            for row, token, going in zip(active, tokens, still):
+            for row, token, going in zip(active, tokens, still, strict=True):
                 if going:
                     generated[row].append(int(token))
             if not still.any() or step == max_new_tokens - 1:

@@ -113,7 +113,10 @@ def parse_quantity(text: str) -> Fraction | None:
         text = text[1:]
     value = _parse_digits(text)
     if value is None:
-        words = [word for word in text.replace("-", " ").split() if word]
+        words = []
+        for word in text.split():
+            parts = word.split("-")
+            words.extend(parts if len(parts) > 1 and all(p.isalpha() for p in parts) else [word])
         value = _parse_words(words)
     if value is None:
         return None

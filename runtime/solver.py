@@ -78,7 +78,7 @@ def spans_from_labels(
     """Decode BIO token labels into character spans (an I after O starts a span)."""
     spans: list[tuple[int, int]] = []
     inside = False
-    for (start, end), label in zip(encoded.offsets, labels):
+    for (start, end), label in zip(encoded.offsets, labels, strict=True):
         name = label_names[int(label)] if int(label) < len(label_names) else "O"
         if name.startswith("B") or (name.startswith("I") and not inside):
             spans.append((start, end))
@@ -157,7 +157,7 @@ class Solver:
             self.stats.tokens["segmenter"] += sum(len(enc.ids) for enc in encoded)
             return [
                 spans_from_labels(q, enc, lab, self.segmenter_labels)[: self.spec.search.max_spans]
-                for q, enc, lab in zip(questions, encoded, labels)
+                for q, enc, lab in zip(questions, encoded, labels, strict=True)
             ]
 
     def _prefix_states(
@@ -216,11 +216,13 @@ class Solver:
                 len(g) for g in generated
             )
             with _Timer(self.stats, "tokenize"):
-                out.extend((decode(ids), float(lp)) for ids, lp in zip(generated, logprob))
+                out.extend((decode(ids), float(lp)) for ids, lp in zip(generated, logprob, strict=True))
         return out
 
     # ------------------------------------------------------------------ solve
-    def solve(self, questions: Sequence[str], ids: Sequence[Any] | None = None) -> list[SolveResult]:
+    def solve(
+        self, questions: Sequence[str], ids: Sequence[Any] | None = None
+    ) -> list[SolveResult]:
         """Solve a batch of problem texts; one result per question, in order."""
         questions = list(questions)
         ids = list(ids) if ids is not None else list(range(len(questions)))
@@ -256,7 +258,7 @@ class Solver:
         variants: list[dict[tuple[int, ...], list[Variant]]] = [
             defaultdict(list) for _ in questions
         ]
-        for (p, group, op, op_lp), (text, args_lp) in zip(row_keys, extractions):
+        for (p, group, op, op_lp), (text, args_lp) in zip(row_keys, extractions, strict=True):
             variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
             return [

@@ -92,12 +92,15 @@ class SolverSpec:
                 if key in data:
                     kwargs[key] = tuple(str(x) for x in data[key])
             if "special_tokens" in data:
-                kwargs["special_tokens"] = {str(k): str(v) for k, v in data["special_tokens"].items()}
+                special = data["special_tokens"]
+                kwargs["special_tokens"] = {str(k): str(v) for k, v in special.items()}
             spec = cls(format_version=version, templates=templates, search=search, **kwargs)
         except (TypeError, ValueError, AttributeError) as exc:
             raise ArtifactsError(f"mycelium.json: invalid field ({exc})") from None
         if spec.grammar != "mycelium-args-v1":
             raise ArtifactsError(f"mycelium.json: unknown grammar {spec.grammar!r}")
         if spec.quantity_grammar != "en-numerals-v1":
-            raise ArtifactsError(f"mycelium.json: unknown quantity grammar {spec.quantity_grammar!r}")
+            raise ArtifactsError(
+                f"mycelium.json: unknown quantity grammar {spec.quantity_grammar!r}"
+            )
         return spec

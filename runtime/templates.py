@@ -16,10 +16,11 @@ def group_items(templates: Templates, group: Sequence[tuple[int, str]]) -> str:
     """The items text of a group of ``(span index, span text)`` pairs, in order."""
     if not group:
         return templates.empty_group
-    return "".join(
-        templates.group_item.replace("{index}", str(index)).replace("{text}", " ".join(text.split()))
-        for index, text in group
-    )
+    items = []
+    for index, text in group:
+        item = templates.group_item.replace("{index}", str(index))
+        items.append(item.replace("{text}", " ".join(text.split())))
+    return "".join(items)
 
 
 def classifier_suffix(templates: Templates, group: Sequence[tuple[int, str]]) -> str:
