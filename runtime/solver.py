@@ -216,7 +216,8 @@ class Solver:
                 len(g) for g in generated
             )
             with _Timer(self.stats, "tokenize"):
-                out.extend((decode(ids), float(lp)) for ids, lp in zip(generated, logprob, strict=True))
+                pairs = zip(generated, logprob, strict=True)
+                out.extend((decode(ids), float(lp)) for ids, lp in pairs)
         return out
 
     # ------------------------------------------------------------------ solve
