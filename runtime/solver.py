@@ -108,7 +108,8 @@ class Solver:
         self.provider = provider
         self.spec = SolverSpec.from_dict(manifest.mycelium)
         self.constants = frozenset(
-            value for value in (parse_number(text) for text in self.spec.constants) if value
+            value for value in (parse_number(text) for text in self.spec.constants)
+            if value is not None
         )
         self.stats = Stats()
         tokenizers: dict[str, TextTokenizer] = {}
