@@ -34,6 +34,9 @@ MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memor
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 
 
+Runners = tuple[SegmenterRunner, DecoderRunner, DecoderRunner]
+
+
 @dataclass
 class Variant:
     """One (group, operation) reading with its parsed arguments and log-probability."""
@@ -102,7 +105,16 @@ def spans_from_labels(
 class Solver:
     """Solve math word problems with exported specialists; never imports torch."""
 
-    def __init__(self, folder: Path, manifest: Manifest, provider: str, threads: int | None):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        provider: str,
+        threads: int | None,
+        runners: Runners | None = None,
+    ):
+        """Build from a validated manifest; ``runners`` replaces the onnxruntime ones
+        (the PyTorch baseline of the benchmarks uses this; serving never does)."""
         self.folder = folder
         self.manifest = manifest
         self.provider = provider
@@ -114,24 +126,34 @@ class Solver:
         self.stats = Stats()
         tokenizers: dict[str, TextTokenizer] = {}
         self.tokenizers: dict[str, TextTokenizer] = {}
-        sessions = {}
         for name, model in manifest.models.items():
             if model.tokenizer not in tokenizers:
                 tokenizers[model.tokenizer] = TextTokenizer(safe_member(folder, model.tokenizer))
             self.tokenizers[name] = tokenizers[model.tokenizer]
-            sessions[name] = make_session(safe_member(folder, model.file), provider, threads)
         special = self.spec.special_tokens
-        pad = {name: tok.token_id(special["pad"]) for name, tok in self.tokenizers.items()}
+        self.pad_ids = {name: tok.token_id(special["pad"]) for name, tok in self.tokenizers.items()}
         self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
-        self.segmenter = SegmenterRunner(sessions["segmenter"], pad["segmenter"])
-        self.classifier = DecoderRunner(
-            sessions["classifier"], manifest.models["classifier"], pad["classifier"]
-        )
-        self.extractor = DecoderRunner(
-            sessions["extractor"], manifest.models["extractor"], pad["extractor"]
-        )
+        runners = runners or self._onnx_runners(threads)
+        self.segmenter, self.classifier, self.extractor = runners
         self.operations = tuple(manifest.models["classifier"].labels or ())
         self.segmenter_labels = tuple(manifest.models["segmenter"].labels or ())
+
+    def _onnx_runners(self, threads: int | None) -> Runners:
+        sessions = {
+            name: make_session(safe_member(self.folder, model.file), self.provider, threads)
+            for name, model in self.manifest.models.items()
+        }
+        return (
+            SegmenterRunner(sessions["segmenter"], self.pad_ids["segmenter"]),
+            DecoderRunner(
+                sessions["classifier"], self.manifest.models["classifier"],
+                self.pad_ids["classifier"],
+            ),
+            DecoderRunner(
+                sessions["extractor"], self.manifest.models["extractor"],
+                self.pad_ids["extractor"],
+            ),
+        )
 
     @classmethod
     def load(
