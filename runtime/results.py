@@ -35,6 +35,7 @@ class SolveResult:
     confidence: float = 0.0
     error: str | None = None
     spans: list[Span] = field(default_factory=list)
+    trace: dict[str, Any] | None = None  # model readings per group (Solver.solve(trace=True))
 
     @classmethod
     def from_value(cls, id: Any, value: Fraction, **fields: Any) -> SolveResult:

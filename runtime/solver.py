@@ -245,15 +245,25 @@ class Solver:
 
     # ------------------------------------------------------------------ solve
     def solve(
-        self, questions: Sequence[str], ids: Sequence[Any] | None = None
+        self,
+        questions: Sequence[str],
+        ids: Sequence[Any] | None = None,
+        *,
+        spans: Sequence[list[Span]] | None = None,
+        trace: bool = False,
     ) -> list[SolveResult]:
-        """Solve a batch of problem texts; one result per question, in order."""
+        """Solve a batch of problem texts; one result per question, in order.
+
+        ``spans`` replaces the segmenter's output (the gold-span *oracle* of
+        `diagnose`; never used when serving). ``trace`` keeps every group's model
+        readings and the valid candidates' values on ``result.trace``.
+        """
         questions = list(questions)
         ids = list(ids) if ids is not None else list(range(len(questions)))
         if not questions:
             return []
         self.stats.problems += len(questions)
-        spans = self._segment(questions)
+        spans = [list(s) for s in spans] if spans is not None else self._segment(questions)
 
         with _Timer(self.stats, "search"):
             groups = [search.unique_groups(len(s), self.spec.search) for s in spans]
@@ -285,12 +295,17 @@ class Solver:
         for (p, group, op, op_lp), (text, args_lp) in zip(row_keys, extractions, strict=True):
             variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
-            return [
-                self._choose(ids[p], spans[p], variants[p]) for p in range(len(questions))
+            results = [
+                self._choose(ids[p], spans[p], variants[p], trace) for p in range(len(questions))
             ]
+        return results
 
     def _choose(
-        self, id: Any, spans: list[Span], variants: dict[tuple[int, ...], list[Variant]]
+        self,
+        id: Any,
+        spans: list[Span],
+        variants: dict[tuple[int, ...], list[Variant]],
+        trace: bool = False,
     ) -> SolveResult:
         """Enumerate candidates, execute the best-scored ones, pick the answer."""
         best_variant: dict[tuple[int, ...], Variant] = {}
@@ -314,9 +329,14 @@ class Solver:
                 if len(valid) >= budget:
                     break
         best, confidence = pick_answer(valid)
+        debug = (
+            {"variants": dict(variants), "valid_values": [item.result.value for item in valid]}
+            if trace
+            else None
+        )
         if best is None:
             return SolveResult(
-                id=id, error="no valid candidate program", confidence=0.0, spans=spans
+                id=id, error="no valid candidate program", spans=spans, trace=debug
             )
         assert best.result.value is not None
         return SolveResult.from_value(
@@ -325,6 +345,7 @@ class Solver:
             program=program_record(best.result, spans),
             confidence=confidence,
             spans=spans,
+            trace=debug,
         )
 
     def _program(

@@ -1,0 +1,188 @@
+"""Error attribution: which stage lost each problem (development tool).
+
+Gold is read from the records only *after* the solver has answered, and only to
+attribute. Where a record carries GSM8K's annotated solution, its gold program
+(spans, groups, operations, arguments) is derived by `mycelium.train.align`
+(pure Python), which lets a loss be pinned to a stage:
+
+- ``segmentation``: the predicted spans differ from the gold program's spans;
+- ``no_valid_candidate``: no candidate program executed;
+- ``wrong_operation``: a gold group's top operation is not the gold one;
+- ``wrong_arguments``: the operation is right but the extracted arguments are not;
+- ``scorer_picked_wrong``: some valid candidate reached the gold answer, another won;
+- ``outside_search_space``: the gold program is not reachable by the search design;
+- ``unattributed``: the gold program could not be derived (no usable annotation).
+
+A separate *oracle* pass feeds the gold spans to the rest of the pipeline; its
+accuracy is labelled as an oracle figure and never mixed with the real one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from mycelium.executor import format_fraction
+
+from .errors import InputError
+from .quantities import parse_quantity
+from .records import parse_line
+from .results import SolveResult, Span
+
+CATEGORIES = (
+    "correct",
+    "segmentation",
+    "no_valid_candidate",
+    "wrong_operation",
+    "wrong_arguments",
+    "scorer_picked_wrong",
+    "outside_search_space",
+    "unattributed",
+)
+
+
+def gold_value(record: dict[str, Any]) -> Fraction | None:
+    """The gold answer of a record: `gold`, or a GSM8K `answer` after '####'."""
+    if "gold" in record:
+        return parse_quantity(str(record["gold"]))
+    answer = record.get("answer")
+    if isinstance(answer, str) and "####" in answer:
+        return parse_quantity(answer.rsplit("####", 1)[1].strip())
+    return None
+
+
+def _derive(question: str, record: dict[str, Any]) -> Any | None:
+    answer = record.get("answer")
+    if not isinstance(answer, str) or "<<" not in answer:
+        return None
+    from mycelium.train.align import derive  # pure Python; needs no torch
+
+    return derive(question, answer)
+
+
+def _best_reading(result: SolveResult, group: tuple[int, ...]) -> tuple[str | None, str | None]:
+    """Top operation and its argument text the models gave a group."""
+    variants = (result.trace or {}).get("variants", {}).get(group, [])
+    if not variants:
+        return None, None
+    best = max(variants, key=lambda v: v.logprob)
+    return best.op, " ".join(best.text.split())
+
+
+def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> str:
+    """The stage that lost this problem (or ``correct``)."""
+    if result.answer_exact is not None and result.answer_exact == format_fraction(gold):
+        return "correct"
+    if derivation is not None and derivation.reachable:
+        predicted = [(s.start, s.end) for s in result.spans]
+        expected = [(s.start, s.end) for s in derivation.spans]
+        if predicted != expected:
+            return "segmentation"
+    if result.trace and gold in result.trace.get("valid_values", []):
+        return "scorer_picked_wrong"
+    if result.error and "no valid candidate" in result.error and (
+        derivation is None or not derivation.reachable
+    ):
+        return "no_valid_candidate"
+    if derivation is None or not derivation.parsed:
+        return "no_valid_candidate" if result.error else "unattributed"
+    if not derivation.reachable:
+        return "outside_search_space"
+    for step in derivation.program:
+        if not step.args:  # a template tail: no model reading
+            continue
+        op, text = _best_reading(result, tuple(step.group))
+        if op != step.op:
+            return "wrong_operation"
+        if text != " ".join(step.args):
+            return "wrong_arguments"
+    return "no_valid_candidate" if result.error else "scorer_picked_wrong"
+
+
+def _gold_spans(derivation: Any) -> list[Span]:
+    return [Span(s.start, s.end, s.text, s.value) for s in derivation.spans]
+
+
+def run_diagnosis(
+    solver: Any, input_path: str, report_path: str, *, limit: int | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Solve, attribute every problem, write a JSON report and return its summary."""
+    rows = _gold_rows(input_path, limit)
+    if not rows:
+        raise InputError(f"no record of {input_path!r} carries a question and a gold answer")
+    counts: Counter[str] = Counter()
+    oracle_correct = oracle_total = 0
+    per_problem = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        results = solver.solve([q for _, q, _, _ in chunk], [i for i, _, _, _ in chunk],
+                               trace=True)
+        derivations = [_derive(q, raw) for _, q, _, raw in chunk]
+        reachable = [k for k, d in enumerate(derivations) if d is not None and d.reachable]
+        oracle = {}
+        if reachable:
+            oracle_results = solver.solve(
+                [chunk[k][1] for k in reachable], [chunk[k][0] for k in reachable],
+                spans=[_gold_spans(derivations[k]) for k in reachable], trace=True,
+            )
+            oracle = dict(zip(reachable, oracle_results, strict=True))
+        for k, ((record_id, _, gold, _), result) in enumerate(
+            zip(chunk, results, strict=True)
+        ):
+            stage = attribute(result, gold, derivations[k])
+            counts[stage] += 1
+            entry = {"id": record_id, "stage": stage, "gold": format_fraction(gold),
+                     "answer": result.answer_exact, "error": result.error}
+            if k in oracle:
+                oracle_total += 1
+                oracle_stage = attribute(oracle[k], gold, derivations[k])
+                oracle_correct += oracle_stage == "correct"
+                entry["oracle_gold_spans_stage"] = oracle_stage
+                counts["oracle:" + oracle_stage] += 1
+            per_problem.append(entry)
+    total = len(rows)
+    summary = {
+        "problems": total,
+        "accuracy": counts["correct"] / total,
+        "lost_by_stage": {name: counts[name] for name in CATEGORIES},
+        "oracle_gold_spans": {
+            "label": "ORACLE: gold spans fed to the pipeline (reachable problems only)",
+            "problems": oracle_total,
+            "accuracy": oracle_correct / oracle_total if oracle_total else None,
+            "lost_by_stage": {name: counts["oracle:" + name] for name in CATEGORIES},
+        },
+        "search_space_ceiling": {
+            "label": "ORACLE: share of problems whose gold program the search can express",
+            "value": oracle_total / total,
+        },
+    }
+    Path(report_path).write_text(
+        json.dumps({"summary": summary, "problems": per_problem}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    return summary
+
+
+def _gold_rows(path: str, limit: int | None) -> list[tuple[Any, str, Fraction, dict]]:
+    """(id, question, gold, record) of the valid records that carry a gold answer."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read input {path!r}: {exc.strerror}") from None
+    rows = []
+    with handle:
+        for line, raw in enumerate(handle, start=1):
+            record = parse_line(raw.rstrip(b"\r\n"), line)
+            if record is None or record.question is None:
+                continue
+            data = json.loads(raw)
+            gold = gold_value(data)
+            if gold is not None:
+                rows.append((record.id, record.question, gold, data))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
