@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from typing import IO, Any
 
 import click
@@ -225,7 +226,7 @@ def info(artifacts: str | None, provider: str, threads: int | None, no_verify: b
             "tokenizers": tokenizers.__version__,
             "numpy": numpy.__version__,
             "sympy": sympy.__version__,
-            "click": click.__version__ if hasattr(click, "__version__") else "unknown",
+            "click": metadata.version("click"),
         },
         "providers": {
             "available": onnxruntime.get_available_providers(),

@@ -1,0 +1,230 @@
+"""The solve path end to end: weightless fake specialists, then the real CLI on tiny artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mycelium.runtime import Solver
+from mycelium.runtime.cli import main
+from mycelium.runtime.manifest import load_manifest
+from mycelium.runtime.solver import describe
+
+
+class _State:
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def take(self, rows: np.ndarray) -> _State:
+        return _State(len(rows))
+
+
+class FakeSegmenter:
+    """Marks every run of digit tokens as one quantity (a stand-in for a trained C1)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def label_ids(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        out = []
+        for seq in sequences:
+            labels, previous = [], False
+            for token in seq:
+                text = self.tokenizer.decode([token])
+                digits = text.strip().isdigit()
+                labels.append(0 if not digits else (2 if previous and not text[0].isspace() else 1))
+                previous = digits
+            out.append(np.array(labels))
+        return out
+
+
+class FakeClassifier:
+    """Always reads ADD."""
+
+    def prefill(self, sequences, state=None):
+        logits = np.tile(np.array([[3.0, 0.0, 0.0, 0.0]], dtype=np.float32), (len(sequences), 1))
+        return logits, _State(len(sequences))
+
+
+class FakeExtractor:
+    """Writes the group's spans as arguments (R1 for a single span, the tail adds R1 R2)."""
+
+    def __init__(self, tokenizer, eos: int):
+        self.tokenizer, self.eos = tokenizer, eos
+
+    def prefill(self, sequences, state=None):
+        self.answers = []
+        for seq in sequences:
+            text = self.tokenizer.decode(seq)
+            items = [w.split("=")[0] for w in text.split() if w.startswith("Q") and "=" in w]
+            args = items if len(items) > 1 else (items + ["R1"] if items else ["R1", "R2"])
+            self.answers.append(self.tokenizer.encode_batch([" " + " ".join(args)])[0].ids)
+        return np.zeros((len(sequences), 4), dtype=np.float32), _State(len(sequences))
+
+    def greedy(self, logits, state, *, eos_id, max_new_tokens):
+        return self.answers, np.full(len(self.answers), -0.1)
+
+
+@pytest.fixture(scope="module")
+def artifacts(fp32_export) -> Path:
+    return fp32_export.output
+
+
+@pytest.fixture(scope="module")
+def fake_solver(artifacts: Path) -> Solver:
+    manifest = load_manifest(artifacts)
+    real = Solver(artifacts, manifest, "cpu", None)
+    runners = (
+        FakeSegmenter(real.tokenizers["segmenter"]),
+        FakeClassifier(),
+        FakeExtractor(real.tokenizers["extractor"], real.eos_id),
+    )
+    return Solver(artifacts, manifest, "cpu", None, runners=runners)
+
+
+def test_search_executor_and_scorer_answer_exactly(fake_solver: Solver) -> None:
+    (result,) = fake_solver.solve(["Tom has 3 apples and buys 4 more. How many apples?"])
+    assert result.error is None
+    assert result.answer == 7 and result.answer_exact == "7"
+    step = result.program[-1]
+    assert step["op"] == "ADD" and step["result"] == "7"
+    quantities = [arg for s in result.program for arg in s["args"] if arg["source"] == "quantity"]
+    assert {a["text"] for a in quantities} == {"3", "4"}
+    for arg in quantities:
+        start, end = arg["span"]
+        assert "Tom has 3 apples and buys 4 more. How many apples?"[start:end] == arg["text"]
+    assert 0 < result.confidence <= 1
+    assert "answer: 7" in describe(result)
+
+
+def test_batch_keeps_order_and_ids(fake_solver: Solver) -> None:
+    questions = ["Add 2 and 5.", "No numbers here at all?", "Sum 10 and 20 and 30."]
+    results = fake_solver.solve(questions, ids=["a", "b", "c"])
+    assert [r.id for r in results] == ["a", "b", "c"]
+    assert results[0].answer == 7
+    assert results[1].answer is None and results[1].error
+    assert results[2].answer == 60
+
+
+def test_python_api_on_tiny_artifacts(artifacts: Path) -> None:
+    solver = Solver.load(artifacts=artifacts, provider="auto")
+    results = solver.solve(["Tom has 3 apples and buys 4 more.", "Sam has 5 pens."])
+    assert len(results) == 2
+    for result in results:
+        record = result.to_record()
+        assert set(record) == {"id", "answer", "answer_exact", "program", "confidence", "error"}
+        assert (record["answer"] is None) == (record["error"] is not None)
+
+
+def _run(args: list[str], stdin: str | None = None):
+    return CliRunner().invoke(main, args, input=stdin)
+
+
+def test_cli_one_record_per_line_in_order(artifacts: Path, tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "x", "question": "Tom has 3 apples and buys 4 more."}),
+        "not json",
+        "",
+        json.dumps({"question": ""}),
+        json.dumps({"question": "Sam has 5 pens.", "answer": "#### 5"}),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = _run(["solve", str(source), "-o", str(out), "--artifacts", str(artifacts)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["x", 2, 4, 5]
+    assert "invalid JSON" in records[1]["error"] and "empty" in records[2]["error"]
+    assert "4 problems" in result.output  # the summary line (stderr is mixed in by CliRunner)
+
+
+def test_cli_stdin_to_stdout(artifacts: Path) -> None:
+    result = _run(["solve", "--artifacts", str(artifacts), "--quiet"],
+                  stdin='{"question": "Tom has 3 apples."}\n')
+    assert result.exit_code == 0
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["id"] == 1
+
+
+def test_cli_text_and_info(artifacts: Path) -> None:
+    text = _run(["solve", "--artifacts", str(artifacts), "--text", "Tom has 3 apples."])
+    assert text.exit_code == 0 and ("answer:" in text.output or "error:" in text.output)
+    info = _run(["info", "--artifacts", str(artifacts)])
+    payload = json.loads(info.output)
+    assert payload["artifacts"] == str(artifacts)
+    assert payload["providers"]["chosen"] == "cpu"
+    assert "CPUExecutionProvider" in payload["providers"]["available"]
+    assert payload["manifest"]["models"]["classifier"]["labels"] == ["ADD", "SUB", "MUL", "DIV"]
+
+
+@pytest.mark.parametrize("command", [[], ["solve"], ["info"], ["diagnose"]])
+def test_help(command: list[str]) -> None:
+    result = _run([*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_missing_artifacts_is_one_line(tmp_path: Path) -> None:
+    result = _run(["solve", "--artifacts", str(tmp_path / "nope"), "--text", "1 and 2"])
+    assert result.exit_code != 0
+    assert "folder not found" in result.output and "Traceback" not in result.output
+
+
+def test_unreadable_input_is_one_line(artifacts: Path, tmp_path: Path) -> None:
+    result = _run(["solve", str(tmp_path / "missing.jsonl"), "--artifacts", str(artifacts)])
+    assert result.exit_code != 0 and "cannot read input" in result.output
+
+
+def test_tampered_artifact_is_refused(artifacts: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "art"
+    shutil.copytree(artifacts, copy)
+    with open(copy / "segmenter.tokenizer.json", "ab") as handle:
+        handle.write(b"\n ")  # still a valid tokenizer: only the hash tells
+    result = _run(["info", "--artifacts", str(copy)])
+    assert result.exit_code != 0
+    assert "sha256 mismatch for 'segmenter.tokenizer.json'" in result.output
+    assert _run(["info", "--artifacts", str(copy), "--no-verify"]).exit_code == 0
+
+
+def test_truncated_graph_is_one_line(artifacts: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "art"
+    shutil.copytree(artifacts, copy)
+    data = (copy / "classifier.onnx").read_bytes()
+    (copy / "classifier.onnx").write_bytes(data[: len(data) // 2])
+    result = _run(["info", "--artifacts", str(copy), "--no-verify"])
+    assert result.exit_code != 0 and "cannot load classifier.onnx" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_path_escaping_manifest_is_refused(artifacts: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "art"
+    shutil.copytree(artifacts, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"]["segmenter"]["file"] = "../segmenter.onnx"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = _run(["info", "--artifacts", str(copy)])
+    assert result.exit_code != 0 and "refused file name '../segmenter.onnx'" in result.output
+
+
+def test_no_torch_at_serve_time(artifacts: Path, tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from mycelium.runtime import Solver\n"
+        f"s = Solver.load({str(artifacts)!r}, 'cpu')\n"
+        "s.solve(['Tom has 3 apples and buys 4 more.'])\n"
+        "from mycelium.runtime.cli import main\n"
+        "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "print('clean')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "clean" in done.stdout
