@@ -98,20 +98,26 @@ def id_key(value: Any) -> str:
 
 
 def written_ids(path: str) -> set[str]:
-    """Ids already in a (possibly torn) output file; a torn last line is cut off."""
+    """Ids already in a (possibly torn) output file; a torn last line is cut off.
+
+    Streams the file, so memory grows with the number of ids, not the file size.
+    """
     done: set[str] = set()
+    complete = 0  # bytes up to the end of the last complete line
     with open(path, "r+b") as handle:
-        data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            handle.truncate(end)
-    for raw in data[:end].splitlines():
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(record, dict) and "id" in record:
-            done.add(id_key(record["id"]))
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            complete += len(raw)
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, ValueError):
+                continue
+            if isinstance(record, dict) and "id" in record:
+                done.add(id_key(record["id"]))
+        handle.seek(0, 2)
+        if handle.tell() > complete:
+            handle.truncate(complete)
     return done
 
 
