@@ -11,7 +11,7 @@ from .numbers import format_literal
 OPERATIONS: tuple[str, ...] = ("ADD", "SUB", "MUL", "DIV")
 TEMPLATES: tuple[str, ...] = ("ACC_ADD", "ACC_SUB", "AVG", "DERIVED_MUL")
 DEFAULT_CONSTANTS: frozenset[Fraction] = frozenset(
-    [Fraction(1, 2)]
+    [Fraction(1, 100), Fraction(1, 2)]
     + [Fraction(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 24, 52, 60, 100, 365, 1000)]
 )
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
+from mycelium.executor import format_fraction
+
 from .errors import ArtifactsError
 
 SPEC_FORMAT_VERSION = 1
@@ -22,8 +25,8 @@ SPECIAL_TOKENS = {
     "op": "<op>",
     "args": "<args>",
 }
-DEFAULT_CONSTANTS = ("1/2", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "12", "24", "52",
-                     "60", "100", "365", "1000")
+# The executor's domain constants, as text (one source of truth: mycelium.executor).
+DEFAULT_CONSTANTS = tuple(format_fraction(value) for value in sorted(EXECUTOR_CONSTANTS))
 
 
 @dataclass(frozen=True)

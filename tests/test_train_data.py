@@ -1,0 +1,257 @@
+"""Supervision derived from GSM8K-style annotations (problems written here, never the real file)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mycelium.executor import execute
+from mycelium.train.align import CONSTANTS, derive, to_executor
+from mycelium.train.annotations import (
+    AnnotationError,
+    Leaf,
+    Ref,
+    parse_solution,
+    plain_calculations,
+)
+from mycelium.train.cli import main
+from mycelium.train.scan import scan_quantities
+from mycelium.train.tokenizer import ARG_TOKENS, bio_labels, train_tokenizer
+
+NATALIA = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?",
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+)
+PENS = (
+    "Tom has 3 boxes with 12 pens each. He gives away 5 pens. How many pens are left?",
+    "He has 3*12=<<3*12=36>>36 pens. He keeps 36-5=<<36-5=31>>31 pens.\n#### 31",
+)
+WEEK = (
+    "A car travels 50 miles per hour for 3 hours a day. How far does it go in a week?",
+    "Per day 50*3=<<50*3=150>>150 miles. In a week 150*7=<<150*7=1050>>1050 miles.\n#### 1050",
+)
+SWAPPED = (  # computed in the opposite order of the text: reordered into chunks
+    "Ann buys 3 packs of 4 pens. Bob buys 5 packs of 2 pencils. How many items in total?",
+    "Bob: 5*2=<<5*2=10>>10. Ann: 3*4=<<3*4=12>>12. Total 12+10=<<12+10=22>>22.\n#### 22",
+)
+TEMPLATE = (
+    "Ann has 3 bags of 4 apples, 7 bags of 5 pears and 6 boxes of 2 plums. "
+    "How many fruits does she have?",
+    "3*4=<<3*4=12>>12 apples, 7*5=<<7*5=35>>35 pears, 6*2=<<6*2=12>>12 plums. "
+    "12+35=<<12+35=47>>47 and 47+12=<<47+12=59>>59 fruits.\n#### 59",
+)
+CONFLICT = (  # the first span is needed only after a step over later spans
+    "Ann has 15 pens. Bob has 3 boxes of 4 pens. How many pens do they have together?",
+    "Bob has 3*4=<<3*4=12>>12 pens. Together 15+12=<<15+12=27>>27 pens.\n#### 27",
+)
+SPAN_CONSTANT = (  # the same, but 5 is also a constant: reachable as "ADD C5 R1"
+    "Ann has 5 pens. Bob has 3 boxes of 4 pens. How many pens do they have together?",
+    "Bob has 3*4=<<3*4=12>>12 pens. Together 5+12=<<5+12=17>>17 pens.\n#### 17",
+)
+
+
+def _program(derivation) -> list[tuple[str, str, list[int]]]:
+    return [(s.op, " ".join(s.args), s.group) for s in derivation.program]
+
+
+# ------------------------------------------------------------------ annotations
+def test_flattening_and_parentheses() -> None:
+    steps = parse_solution("<<2+3+4=9>> <<(2+3)*4=20>> <<10-2-3=5>> <<10-(2-3)=11>>")
+    assert [s.op for s in steps] == ["ADD", "ADD", "MUL", "SUB", "SUB", "SUB"]
+    assert [op.value for op in steps[0].operands] == [2, 3, 4]  # n-ary ADD
+    assert steps[2].operands == [Ref(1), Leaf(Fraction(4), "4")]  # (2+3) is a step
+    assert len(steps[3].operands) == 3  # 10-2-3 flattened left-assoc
+    assert steps[5].operands[1] == Ref(4)  # 10-(2-3): not flattened
+    assert steps[5].value == 11 and steps[5].written == 11
+
+
+def test_normalisation_and_exact_values() -> None:
+    steps = parse_solution("<<$1,200*.5=600>> <<10/4=2.5>> <<50%*2=100>>")
+    assert [s.value for s in steps] == [600, Fraction(5, 2), 100]
+    assert steps[0].operands[1] == Leaf(Fraction(1, 2), ".5")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("<<2**3=8>>", "unsupported_operator:Pow"),
+        ("<<560//10=56>>", "unsupported_operator:FloorDiv"),
+        ("<<x+1=2>>", "unsupported_node:Name"),
+        ("<<3+=4>>", "syntax_error"),
+        ("<<4/0=0>>", "division_by_zero"),
+    ],
+)
+def test_unsupported_annotations(body: str, reason: str) -> None:
+    with pytest.raises(AnnotationError) as info:
+        parse_solution(body)
+    assert info.value.reason == reason
+
+
+def test_fraction_literal_is_one_leaf_when_the_text_has_it() -> None:
+    steps = parse_solution("<<3/4*40=30>>", fraction_literal=lambda v: v == Fraction(3, 4))
+    assert len(steps) == 1 and steps[0].operands[0] == Leaf(Fraction(3, 4), "3/4")
+    assert len(parse_solution("<<3/4*40=30>>")) == 2  # otherwise a division step
+
+
+def test_plain_calculations() -> None:
+    text = "She pays 5*7 = $35. Then 12 - 4 = <<8=8>>8 and 48/2 = <<48/2=24>>24 left."
+    assert [body for _, body in plain_calculations(text)] == ["5*7=35", "12 - 4=8"]
+
+
+# ------------------------------------------------------------------ text quantities
+def test_scan_quantities() -> None:
+    text = ("A 5-year-old paid $1,200 for twenty-five apples (3.5 kg), a dozen eggs, half a "
+            "pie, two and three cats; she came 2nd.")
+    found = [(q.text, q.value) for q in scan_quantities(text)]
+    assert found == [
+        ("5", 5), ("$1,200", 1200), ("twenty-five", 25), ("3.5", Fraction(7, 2)),
+        ("a dozen", 12), ("half", Fraction(1, 2)), ("two", 2), ("three", 3),
+    ]
+    for q in scan_quantities(text):
+        assert text[q.start : q.end] == q.text
+
+
+# ------------------------------------------------------------------ alignment and order
+def test_natalia_tail_reuses_a_span() -> None:
+    d = derive(*NATALIA)
+    assert d.reachable and d.reason is None and d.tail == "LEARNED"
+    assert [s.text for s in d.spans] == ["48"]
+    assert _program(d) == [("DIV", "Q0 C2", [0]), ("ADD", "Q0 R1", [])]
+
+
+def test_sources_q_r_c() -> None:
+    pens = derive(*PENS)
+    assert _program(pens) == [("MUL", "Q0 Q1", [0, 1]), ("SUB", "R1 Q2", [2])]
+    week = derive(*WEEK)
+    assert _program(week) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "R1 C7", [])]
+    assert week.answer == 1050
+
+
+def test_reordering_to_chunks() -> None:
+    d = derive(*SWAPPED)
+    assert d.reachable
+    assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "Q2 Q3", [2, 3]),
+                           ("ADD", "R2 R1", [])]
+
+
+def test_several_span_free_steps_become_a_template() -> None:
+    d = derive(*TEMPLATE)
+    assert d.reachable and d.tail == "ACC_ADD"
+    assert [s.group for s in d.program] == [[0, 1], [2, 3], [4, 5], []]
+    assert d.program[-1].op == "ACC_ADD" and d.program[-1].args == []
+
+
+def test_derived_programs_execute_to_the_answer() -> None:
+    for problem in (NATALIA, PENS, WEEK, SWAPPED, TEMPLATE):
+        d = derive(*problem)
+        program = to_executor(d.program)
+        assert program is not None
+        result = execute(program, [s.value for s in d.spans], constants=CONSTANTS.keys())
+        assert result.ok and result.value == d.answer
+
+
+@pytest.mark.parametrize(
+    ("problem", "reason"),
+    [
+        (CONFLICT, "order_conflict"),
+        (("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65"), "unaligned_operand:integer"),
+        (("Ann has 5 pens.", "5*2=<<5*2=10>>10\n#### 11"), "answer_not_a_step_result"),
+        (("Ann has 5 pens.", "It is 5 words.\n#### 5"), "no_annotation"),
+        (("Ann has 40 pens.", "40//3=<<40//3=13>>13\n#### 13"),
+         "annotation:unsupported_operator:FloorDiv"),
+        (("Ann has 40 pens.", "no final answer"), "bad_final_answer"),
+    ],
+)
+def test_unreachable_reasons(problem: tuple[str, str], reason: str) -> None:
+    d = derive(*problem)
+    assert not d.reachable and d.reason == reason
+
+
+def test_aligned_but_unreachable_keeps_its_gold_program() -> None:
+    d = derive(*CONFLICT)
+    assert d.aligned and [s.text for s in d.spans] == ["15", "3", "4"]
+    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "Q0 R1", [0])]
+
+
+def test_span_value_read_as_constant_only_when_allowed() -> None:
+    d = derive(*SPAN_CONSTANT)
+    assert d.reachable and d.span_as_constant and not d.first_alignment
+    assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("ADD", "C5 R1", [])]
+    strict = derive(*SPAN_CONSTANT, constant_for_span=False)
+    assert not strict.reachable and strict.reason == "order_conflict"
+
+
+# ------------------------------------------------------------------ tokenizer
+@pytest.fixture(scope="module")
+def tokenizer():
+    corpus = [NATALIA[0], NATALIA[1], PENS[0], "He paid $1,200 for twenty-five apples."] * 5
+    return train_tokenizer(corpus, vocab_size=300)
+
+
+def test_tokenizer_special_and_argument_tokens(tokenizer) -> None:
+    assert tokenizer.token_to_id("<pad>") == 0
+    for text in (" Q0 C2", " Q11 R3 C60 C1000", " " + " ".join(t.strip() for t in ARG_TOKENS)):
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        assert len(encoding.ids) == len(text.split())  # one token per argument
+        assert tokenizer.decode(encoding.ids, skip_special_tokens=True) == text
+    assert tokenizer.decode(tokenizer.encode("Q0 C2").ids).split() == ["Q0", "C2"]
+    assert " " + CONSTANTS[Fraction(1, 2)] in ARG_TOKENS
+
+
+def test_tokenizer_is_byte_level_with_char_offsets(tokenizer) -> None:
+    text = "Zoë paid €5 — 日本"
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    assert tokenizer.decode(encoding.ids) == text
+    assert encoding.offsets[-1][1] == len(text)
+
+
+def test_bio_labels_from_offsets(tokenizer) -> None:
+    text = "He paid $1,200 for twenty-five apples."
+    spans = [(8, 14), (19, 30)]
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    labels = bio_labels(tokenizer, text, spans)
+    assert len(labels) == len(encoding.ids)
+    for (start, end), label in zip(encoding.offsets, labels, strict=True):
+        inside = [i for i, (a, b) in enumerate(spans) if start < b and end > a]
+        assert (label != 0) == bool(inside)
+    firsts = [i for i, label in enumerate(labels) if label == 1]
+    assert len(firsts) == 2
+    for first in firsts:
+        assert encoding.offsets[first][0] <= spans[firsts.index(first)][0]
+    assert bio_labels(tokenizer, text, [{"start": 8, "end": 14}]).count(1) == 1
+
+
+# ------------------------------------------------------------------ the data command
+def test_data_command(tmp_path: Path) -> None:
+    problems = [NATALIA, PENS, WEEK, SWAPPED, TEMPLATE, CONFLICT,
+                ("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65")]
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in problems))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["data", "--data", str(data), "--out", str(out),
+                                       "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in records] == ["dev"] + ["train"] * 6
+    assert [r["reachable"] for r in records] == [True] * 5 + [False] * 2
+    assert records[0]["spans"][0] == {"start": 22, "end": 24, "text": "48", "value": "48"}
+    assert records[0]["program"][1] == {"op": "ADD", "args": ["Q0", "R1"], "group": []}
+    assert records[0]["answer"] == "72" and records[5]["reason"] == "order_conflict"
+    segmenter = [json.loads(line) for line in (out / "segmenter.jsonl").read_text().splitlines()]
+    assert len(segmenter) == 5 and segmenter[0]["spans"] == [[22, 24]]
+    extractor = [json.loads(line) for line in (out / "extractor.jsonl").read_text().splitlines()]
+    classifier = (out / "classifier.jsonl").read_text().splitlines()
+    assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3  # templates excluded
+    assert extractor[0]["group"] == [[0, "48"]] and extractor[0]["target"] == "Q0 C2"
+    assert "target" not in json.loads(classifier[0])
+    coverage = json.loads((out / "coverage.json").read_text())
+    train = coverage["splits"]["train"]
+    assert train["problems"] == 6 and train["reachable"] == 4
+    assert train["reasons"] == {"order_conflict": 1, "unaligned_operand:integer": 1}
+    assert (out / "tokenizer.json").is_file()

@@ -1,0 +1,42 @@
+"""`mycelium-train`: a small click group; each command imports its module lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """Derive supervision from GSM8K and train the Mycelium specialists."""
+
+
+@main.command()
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="GSM8K jsonl (question, answer).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder.")
+@click.option("--vocab-size", default=4096, show_default=True, type=click.IntRange(300, 65536),
+              help="BPE vocabulary size (special and argument tokens come on top).")
+@click.option("--span-constants/--no-span-constants", default=True, show_default=True,
+              help="Allow reading a text number as an equal constant when that makes the "
+                   "program fit the search (see train/README.md).")
+def data(data: Path, out: Path, vocab_size: int, span_constants: bool) -> None:
+    """Derive spans, programs, specialist examples, coverage and the tokenizer."""
+    from .data import build
+
+    coverage = build(data, out, vocab_size, span_constants)
+    for split, figures in coverage["splits"].items():
+        click.echo(
+            f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "
+            f"aligned {figures['aligned_fraction']:.1%}, "
+            f"reachable {figures['reachable_fraction']:.1%}"
+        )
+    click.echo(f"wrote {out}")
+
+
+# `fit` and `all` (train/fit.py: click only; torch is imported inside the commands)
+from .fit import register  # noqa: E402
+
+register(main)

@@ -1,0 +1,186 @@
+"""`mycelium-train data`: supervision for the three specialists from GSM8K annotations.
+
+Reads a GSM8K jsonl (``question``, ``answer``), derives each problem's spans and
+search-reachable program (:mod:`mycelium.train.align`), trains the tokenizer on the train
+split, and writes the files documented in train/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mycelium.runtime.spec import DEFAULT_CONSTANTS
+
+from .align import Derivation, derive
+from .tokenizer import ARG_TOKENS, DEFAULT_VOCAB_SIZE, spans_align, train_tokenizer
+
+DEV_EVERY = 10  # dev = 0-based line numbers divisible by 10 (data README)
+SPLITS = ("train", "dev")
+
+
+def split_of(line_number: int) -> str:
+    """The fixed split of a 0-based line number."""
+    return "dev" if line_number % DEV_EVERY == 0 else "train"
+
+
+def read_problems(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(0-based line number, record) of each non-empty line."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if line.strip():
+                yield number, json.loads(line)
+
+
+def problem_record(number: int, question: str, derivation: Derivation) -> dict[str, Any]:
+    """The ``problems.jsonl`` record of one problem."""
+    answer = derivation.answer
+    return {
+        "id": number,
+        "split": split_of(number),
+        "question": question,
+        "reachable": derivation.reachable,
+        "reason": derivation.reason,
+        "spans": [
+            {"start": s.start, "end": s.end, "text": s.text, "value": str(s.value)}
+            for s in derivation.spans
+        ],
+        "program": [step.to_json() for step in derivation.program],
+        "answer": None if answer is None else str(answer),
+    }
+
+
+def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
+    """(classifier, extractor) records of a reachable problem's non-template steps."""
+    texts = [span["text"] for span in record["spans"]]
+    for step in record["program"]:
+        if not step["args"]:  # a bridging template: no model call
+            continue
+        base = {
+            "id": record["id"],
+            "split": record["split"],
+            "question": record["question"],
+            "group": [[index, texts[index]] for index in step["group"]],
+            "op": step["op"],
+        }
+        yield base, {**base, "target": " ".join(step["args"])}
+
+
+def _new_stats() -> dict[str, Any]:
+    return {
+        "problems": 0, "parsed": 0, "aligned": 0, "reachable": 0,
+        "reachable_first_alignment": 0, "reachable_with_unmarked_calculations": 0,
+        "reachable_using_span_values_as_constants": 0, "reachable_without_span_constants": 0,
+        "reasons": Counter(), "gold_steps": Counter(),
+        "program_steps": Counter(), "spans": Counter(), "endings": Counter(),
+        "arg_sources": Counter(), "constants": Counter(), "ops": Counter(),
+        "spans_not_on_token_bounds": 0,
+    }
+
+
+def _add(
+    stats: dict[str, Any], derivation: Derivation, record: dict[str, Any], strict: bool
+) -> None:
+    stats["problems"] += 1
+    stats["reachable_without_span_constants"] += strict
+    stats["parsed"] += derivation.parsed
+    stats["aligned"] += derivation.aligned
+    if derivation.parsed:
+        stats["gold_steps"][derivation.gold_steps] += 1
+    if not derivation.reachable:
+        stats["reasons"][derivation.reason or "unknown"] += 1
+        return
+    stats["reachable"] += 1
+    stats["reachable_first_alignment"] += derivation.first_alignment
+    stats["reachable_with_unmarked_calculations"] += derivation.plain
+    stats["reachable_using_span_values_as_constants"] += derivation.span_as_constant
+    stats["program_steps"][len(record["program"])] += 1
+    stats["spans"][len(record["spans"])] += 1
+    stats["endings"][derivation.tail or "none"] += 1
+    for step in record["program"]:
+        stats["ops"][step["op"]] += 1
+        for arg in step["args"]:
+            stats["arg_sources"][arg[0]] += 1
+            if arg[0] == "C":
+                stats["constants"][arg] += 1
+
+
+def _finish(stats: dict[str, Any]) -> dict[str, Any]:
+    total = max(stats["problems"], 1)
+    out = dict(stats)
+    for key in ("parsed", "aligned", "reachable", "reachable_first_alignment",
+                "reachable_without_span_constants"):
+        out[f"{key}_fraction"] = round(stats[key] / total, 4)
+    for key, value in stats.items():
+        if isinstance(value, Counter):
+            items = sorted(value.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            if key in ("gold_steps", "program_steps", "spans"):
+                items = sorted(value.items())
+            out[key] = {str(k): v for k, v in items}
+    return out
+
+
+def build(
+    data: Path, out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, span_constants: bool = True
+) -> dict[str, Any]:
+    """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
+
+    ``span_constants``: see ``constant_for_span`` of :func:`mycelium.train.align.derive`;
+    the coverage also says how many problems stay reachable without it.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    derivations = []
+    strict = []
+    corpus = []
+    for number, problem in read_problems(data):
+        question, answer = str(problem["question"]), str(problem["answer"])
+        derivation = derive(question, answer, constant_for_span=span_constants)
+        records.append(problem_record(number, question, derivation))
+        derivations.append(derivation)
+        if derivation.span_as_constant:
+            derivation_strict = derive(question, answer, constant_for_span=False)
+            strict.append(derivation_strict.reachable)
+        else:
+            strict.append(derivation.reachable)
+        if split_of(number) == "train":
+            corpus.extend((question, answer))
+    tokenizer = train_tokenizer(corpus, vocab_size)
+    tokenizer.save(str(out / "tokenizer.json"))
+
+    stats = {split: _new_stats() for split in SPLITS}
+    with (out / "problems.jsonl").open("w", encoding="utf-8") as problems, \
+            (out / "segmenter.jsonl").open("w", encoding="utf-8") as segmenter, \
+            (out / "classifier.jsonl").open("w", encoding="utf-8") as classifier, \
+            (out / "extractor.jsonl").open("w", encoding="utf-8") as extractor:
+        for record, derivation, reachable_strict in zip(records, derivations, strict, strict=True):
+            split_stats = stats[record["split"]]
+            _add(split_stats, derivation, record, reachable_strict)
+            problems.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if not record["reachable"]:
+                continue
+            spans = [[s["start"], s["end"]] for s in record["spans"]]
+            if not spans_align(tokenizer, record["question"], spans):
+                split_stats["spans_not_on_token_bounds"] += 1
+            segmenter.write(json.dumps(
+                {"id": record["id"], "split": record["split"], "question": record["question"],
+                 "spans": spans}, ensure_ascii=False) + "\n")
+            for cls_record, ext_record in step_records(record):
+                classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
+                extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")
+
+    coverage = {
+        "data": str(data),
+        "span_constants": span_constants,
+        "splits": {split: _finish(stats[split]) for split in SPLITS},
+        "tokenizer": {
+            "vocab_size": tokenizer.get_vocab_size(),
+            "arg_tokens": list(ARG_TOKENS),
+            "constants": list(DEFAULT_CONSTANTS),
+        },
+    }
+    (out / "coverage.json").write_text(json.dumps(coverage, indent=2) + "\n", encoding="utf-8")
+    return coverage

@@ -1,0 +1,99 @@
+"""`mycelium-train fit` and `mycelium-train all`: click commands, torch imported lazily."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+_SIZE = click.Choice(["tiny", "small"])
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _training_options(func):  # type: ignore[no-untyped-def]
+    """Options shared by `fit` and `all`."""
+    options = [
+        click.option("--out", "out", required=True,
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Checkpoint folder to write."),
+        click.option("--size", default="small", show_default=True, type=_SIZE,
+                     help="Backbone size of the three specialists."),
+        click.option("--epochs", default=20, show_default=True, type=click.IntRange(1),
+                     help="Upper bound of epochs per model."),
+        click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0),
+                     help="Wall-clock budget per model (0 = none)."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--device", default="auto", show_default=True, type=_DEVICE),
+        click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, 1)),
+        click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
+                     help="torch CPU threads."),
+        click.option("--pretrain-minutes", default=0.0, show_default=True,
+                     type=click.FloatRange(0),
+                     help="Pretrain a shared backbone as a causal LM first (0 = off)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
+             device: str, lr: float, threads: int, pretrain_minutes: float,
+             pretrain_text: Path | None) -> None:
+    import torch
+
+    from .trainer import FitConfig, fit
+
+    torch.set_num_threads(threads)
+    config = FitConfig(size=size, epochs=epochs, minutes=minutes, seed=seed, device=device,
+                       lr=lr, pretrain_minutes=pretrain_minutes,
+                       pretrain_text=str(pretrain_text) if pretrain_text else None)
+    report = fit(data, out, config)
+    for name, entry in report["models"].items():
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in entry["best_dev"].items()
+                            if isinstance(v, float))
+        click.echo(f"{name}: best epoch {entry['best_epoch']}: {figures}")
+    click.echo(f"wrote {out} in {report['wall_seconds']:.0f} s")
+
+
+@click.command("fit")
+@click.option("--data", "data", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder written by `mycelium-train data`.")
+@_training_options
+@click.option("--pretrain-text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="GSM8K jsonl whose train answers join the pretraining text.")
+def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
+                device: str, lr: float, threads: int, pretrain_minutes: float,
+                pretrain_text: Path | None) -> None:
+    """Train the segmenter, classifier and extractor; write the checkpoint folder."""
+    _run_fit(data, out, size, epochs, minutes, seed, device, lr, threads, pretrain_minutes,
+             pretrain_text)
+
+
+@click.command("all")
+@click.option("--data", "data", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GSM8K jsonl (question, answer).")
+@_training_options
+@click.option("--data-out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the supervision folder here (default: a temporary folder).")
+@click.option("--vocab-size", default=4096, show_default=True, type=click.IntRange(300, 65536))
+def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
+                device: str, lr: float, threads: int, pretrain_minutes: float,
+                data_out: Path | None, vocab_size: int) -> None:
+    """`data` then `fit`: GSM8K jsonl to a trained checkpoint."""
+    from .data import build
+
+    with tempfile.TemporaryDirectory(prefix="mycelium-data-") as scratch:
+        folder = data_out or Path(scratch)
+        build(data, folder, vocab_size)
+        click.echo(f"supervision written to {folder}")
+        _run_fit(folder, out, size, epochs, minutes, seed, device, lr, threads,
+                 pretrain_minutes, data)
+
+
+def register(group: click.Group) -> None:
+    """Add `fit` and `all` to the `mycelium-train` group."""
+    group.add_command(fit_command)
+    group.add_command(all_command)
