@@ -1,0 +1,203 @@
+"""Validate a checkpoint folder against the contract, then load its models.
+
+Validation reads only JSON files and tokenizers (no weights), so a bad
+checkpoint fails in well under a second with a one-line
+:class:`~mycelium.export.errors.CheckpointError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mycelium.runtime.errors import ArtifactsError
+from mycelium.runtime.spec import SolverSpec
+
+from .errors import CheckpointError
+from .registry import ARCHITECTURES, ROLES, Architecture, Role, supported
+
+SPEC_NAME = "mycelium.json"
+SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+# Special tokens (mycelium.json names) each role's inputs use; all are recorded when present.
+REQUIRED_TOKENS = {
+    "segmenter": ("pad",),
+    "classifier": ("pad", "sep", "cls"),
+    "extractor": ("pad", "eos", "sep", "op", "args"),
+}
+
+
+@dataclass(frozen=True)
+class ModelCheckpoint:
+    """One validated sub-folder of the checkpoint."""
+
+    role: Role
+    folder: Path
+    config: dict[str, Any]  # config.json as read
+    architecture: Architecture
+    labels: tuple[str, ...] | None  # id -> label, classification heads only
+    tokenizer: Path
+    special_tokens: dict[str, int]  # mycelium.json name -> token id
+
+    @property
+    def name(self) -> str:
+        """The role name (segmenter, classifier, extractor)."""
+        return self.role.name
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A validated checkpoint: mycelium.json and the three models."""
+
+    root: Path
+    spec: SolverSpec
+    spec_dict: dict[str, Any]  # mycelium.json verbatim, copied into the manifest
+    models: dict[str, ModelCheckpoint]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{what}: {path} is not valid JSON ({exc})") from None
+
+
+def _read_spec(root: Path) -> tuple[SolverSpec, dict[str, Any]]:
+    path = root / SPEC_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: missing {SPEC_NAME} in {root}")
+    data = _read_json(path, "checkpoint")
+    try:
+        return SolverSpec.from_dict(data), data
+    except ArtifactsError as exc:
+        raise CheckpointError(f"checkpoint: invalid {exc}") from None
+
+
+def _check_weights(role: str, folder: Path) -> None:
+    if any((folder / name).is_file() for name in SAFETENSORS):
+        return
+    pickles = [name for name in PICKLES if (folder / name).is_file()]
+    pickles += sorted(p.name for p in folder.glob("*.bin") if p.name not in pickles)
+    if pickles:
+        raise CheckpointError(
+            f"{role}: refusing pickle weights {pickles[0]} in {folder} "
+            "(save the model with safetensors: save_pretrained(safe_serialization=True))"
+        )
+    raise CheckpointError(f"{role}: no model.safetensors in {folder}")
+
+
+def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, ...]:
+    raw = config.get("id2label")
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"{role}: config.json has no id2label label map")
+    try:
+        by_id = {int(key): str(value) for key, value in raw.items()}
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{role}: id2label keys must be integers") from None
+    if sorted(by_id) != list(range(len(by_id))):
+        raise CheckpointError(f"{role}: id2label ids {sorted(by_id)} are not 0..{len(by_id) - 1}")
+    labels = tuple(by_id[i] for i in range(len(by_id)))
+    if all(_DEFAULT_LABEL.fullmatch(label) for label in labels):
+        raise CheckpointError(
+            f"{role}: config.json has no label map (id2label is the default {labels[0]}...)"
+        )
+    allowed = spec.segmenter_labels if role == "segmenter" else spec.operations
+    unknown = [label for label in labels if label not in allowed]
+    if unknown:
+        raise CheckpointError(
+            f"{role}: label {unknown[0]!r} is not in mycelium.json ({', '.join(allowed)})"
+        )
+    return labels
+
+
+def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int) -> dict[str, int]:
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on bad files
+        raise CheckpointError(f"{role}: cannot read {path} ({exc})") from None
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > vocab_size:
+        raise CheckpointError(
+            f"{role}: tokenizer has {size} tokens but the model's vocab_size is {vocab_size}"
+        )
+    ids = {}
+    for name, token in spec.special_tokens.items():
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            ids[name] = token_id
+        elif name in REQUIRED_TOKENS[role]:
+            raise CheckpointError(f"{role}: tokenizer.json has no special token {token!r} ({name})")
+    return ids
+
+
+def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint:
+    folder = root / role.name
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint: missing sub-folder {role.name}/ in {root}")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{role.name}: missing config.json in {folder}")
+    config = _read_json(config_path, role.name)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{role.name}: config.json must be a JSON object")
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise CheckpointError(
+            f"unsupported architecture {model_type!r} for {role.name} (supported: {supported()})"
+        )
+    arch = ARCHITECTURES[model_type]
+    expected = arch.class_name(role.name)
+    declared = config.get("architectures") or []
+    if expected not in declared:
+        raise CheckpointError(
+            f"{role.name}: config.json architectures {declared} is not {expected} "
+            f"(the {role.name} needs a {role.head.removeprefix('For')} head)"
+        )
+    problems = arch.check_config(config)
+    if problems:
+        raise CheckpointError(f"{role.name}: {problems[0]}")
+    _check_weights(role.name, folder)
+    tokenizer = folder / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise CheckpointError(f"{role.name}: missing tokenizer.json in {folder}")
+    labels = _labels(role.name, config, spec) if role.needs_labels else None
+    if role.name == "classifier" and config.get("pad_token_id") is None:
+        raise CheckpointError("classifier: config.json has no pad_token_id")
+    special = _special_tokens(role.name, tokenizer, spec, int(config.get("vocab_size", 0)))
+    return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special)
+
+
+def validate_checkpoint(root: str | Path) -> Checkpoint:
+    """Check the whole checkpoint contract without loading weights."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint: folder not found: {root}")
+    spec, raw = _read_spec(root)
+    models = {name: _validate_model(root, role, spec) for name, role in ROLES.items()}
+    return Checkpoint(root, spec, raw, models)
+
+
+def load_model(model: ModelCheckpoint, dtype: Any = None) -> Any:
+    """Load the Hugging Face model of one role: safetensors only, no remote code."""
+    import torch
+
+    cls = model.architecture.classes[model.name]()
+    try:
+        hf = cls.from_pretrained(
+            model.folder,
+            use_safetensors=True,
+            dtype=dtype or torch.float32,
+            attn_implementation="eager",
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{model.name}: cannot load weights from {model.folder}: {first}"
+        ) from None
+    return hf.eval()

@@ -1,0 +1,175 @@
+"""``export_checkpoint``: checkpoint folder in, artifacts folder out, as fixed steps.
+
+validate (all three models, no weights) -> per model: load -> reference
+outputs -> export -> convert (precision) -> verify -> then write the manifest,
+check it loads, and publish the folder. One model is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mycelium.runtime.manifest import KVCacheSpec, Manifest, load_manifest, write_manifest
+from mycelium.runtime.spec import SolverSpec
+
+from .checkpoint import ModelCheckpoint, load_model, validate_checkpoint
+from .errors import ExportError, ParityError
+from .io_specs import GraphIO, decoder_io, segmenter_io
+from .manifest_builder import build_manifest, model_spec
+from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
+from .output import Staging, check_destination
+from .quantize import TRACE_DTYPES, check_precision, convert
+from .verify import (
+    GREEDY_STEPS,
+    ParityRow,
+    Reference,
+    compare,
+    failure,
+    format_table,
+    open_session,
+    reference,
+    sample_inputs,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportReport:
+    """What an export produced."""
+
+    output: Path
+    precision: str
+    manifest: Manifest
+    parity: list[ParityRow]
+    files: dict[str, int] = field(default_factory=dict)  # artifact file -> bytes
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        """The parity table."""
+        return format_table(self.parity)
+
+
+class Progress:
+    """Step messages with the elapsed time, to stderr by default."""
+
+    def __init__(self, log: Log | None = None):
+        self.start = time.perf_counter()
+        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the export started."""
+        return time.perf_counter() - self.start
+
+    def __call__(self, message: str) -> None:
+        self.log(f"[{self.elapsed:7.1f}s] {message}")
+
+
+def graph_io(model: ModelCheckpoint, config: Any,
+             dtype: str) -> tuple[GraphIO, KVCacheSpec | None]:
+    """The graph I/O of a role, and its KV layout for decoders."""
+    if not model.role.decoder:
+        return segmenter_io(len(model.labels or ()), dtype), None
+    layers, kv_heads, head_dim = model.architecture.kv_layout(config)
+    width = len(model.labels) if model.labels else config.vocab_size
+    kv = KVCacheSpec(num_layers=layers, num_kv_heads=kv_heads, head_dim=head_dim, dtype=dtype)
+    return decoder_io(layers, kv_heads, head_dim, width, dtype), kv
+
+
+def _export_model(model: ModelCheckpoint, staging: Staging, precision: str, opset: int,
+                  verify: bool, spec: SolverSpec, progress: Progress):
+    """load -> reference -> export -> convert -> verify, for one model."""
+    import torch
+
+    name = model.name
+    progress(f"loading {name} ...")
+    hf = load_model(model)
+    config = hf.config
+    pad_id = model.special_tokens["pad"]
+    ref: Reference | None = None
+    if verify:
+        progress(f"computing the PyTorch reference of {name} ...")
+        rows, splits = sample_inputs(name, model.tokenizer, spec)
+        ref_pad = config.pad_token_id if config.pad_token_id is not None else pad_id
+        steps = GREEDY_STEPS if name == "extractor" else 1
+        ref = reference(name, hf, rows, splits, ref_pad, steps)
+    dtype = TRACE_DTYPES[precision]
+    io, kv = graph_io(model, config, dtype)
+    torch_dtype = getattr(torch, dtype)
+    hf = hf.to(torch_dtype)
+    graph = model.architecture.build_graph(name, hf, quantized=precision == "int8")
+    progress(f"exporting {name} (opset {opset}, {dtype}) ...")
+    raw = staging.scratch / f"{name}.onnx"
+    try:
+        export_graph(graph, io, sample_args(io, config.vocab_size, torch_dtype), raw, opset)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"exporting {name} failed: {first}") from None
+    del graph, hf
+    gc.collect()
+    progress(f"{'quantizing' if precision == 'int8' else 'writing'} {name} ({precision}) ...")
+    files = convert(raw, precision, staging.folder, name, staging.scratch)
+    staging.clear_scratch()
+    tokenizer = f"{name}.tokenizer.json"
+    shutil.copyfile(model.tokenizer, staging.folder / tokenizer)
+    row = ParityRow(name, precision, "skipped")
+    if ref is not None:
+        progress(f"verifying {name} with onnxruntime ...")
+        opened = open_session(staging.folder / files[0], precision)
+        if opened is None:
+            row = ParityRow(name, precision, "unverified",
+                            note="no onnxruntime provider here runs fp16")
+            progress(f"fp16 parity of {name} is unverified: no provider here runs it")
+        else:
+            session, provider = opened
+            row = compare(name, precision, session, provider, io, ref, pad_id)
+            del session
+        gc.collect()
+    return model_spec(staging.folder, model, io, files, tokenizer, kv), row
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = "fp32",
+                      opset: int = DEFAULT_OPSET, force: bool = False, verify: bool = True,
+                      log: Log | None = None) -> ExportReport:
+    """Export a checkpoint folder to an artifacts folder; see docs/ARCHITECTURE.md.
+
+    Raises :class:`~mycelium.export.errors.CheckpointError` for a checkpoint
+    that breaks the contract, :class:`~mycelium.export.errors.ParityError`
+    when a graph disagrees with its PyTorch model (nothing is published then)
+    and :class:`~mycelium.export.errors.ExportError` for other failures.
+    """
+    progress = Progress(log)
+    out = Path(out)
+    check_precision(precision)
+    check_opset(opset)
+    check_destination(out, force)
+    progress(f"validating checkpoint {checkpoint} ...")
+    ckpt = validate_checkpoint(checkpoint)
+    staging = Staging(out)
+    try:
+        specs, rows = {}, []
+        for name, model in ckpt.models.items():
+            specs[name], row = _export_model(model, staging, precision, opset, verify,
+                                             ckpt.spec, progress)
+            rows.append(row)
+        failed = [row for row in rows if row.status == "FAIL"]
+        if failed:
+            raise ParityError("parity check failed: " + "; ".join(map(failure, failed)), rows)
+        progress("writing manifest.json ...")
+        manifest = build_manifest(ckpt, precision, specs, rows, opset)
+        write_manifest(manifest, staging.folder)
+        load_manifest(staging.folder)  # the runtime's own check: schema and every sha256
+        staging.publish()
+    finally:
+        staging.close()
+    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    progress(f"wrote {out} ({sum(files.values()) / 1e6:.1f} MB)")
+    return ExportReport(out, precision, manifest, rows, files, progress.elapsed)
