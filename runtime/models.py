@@ -33,12 +33,12 @@ class SegmenterRunner:
         self.session = session
         self.pad_id = pad_id
 
-    def label_ids(self, sequences: list[list[int]]) -> list[np.ndarray]:
-        """Argmax label id per token of each sequence (padding dropped)."""
+    def label_probs(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Label probabilities (T, L) per token of each sequence (padding dropped)."""
         ids, mask = pad_batch(sequences, self.pad_id, left=False)
         (logits,) = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
-        best = logits.argmax(axis=-1)
-        return [best[row, : len(seq)] for row, seq in enumerate(sequences)]
+        probs = np.exp(log_softmax(logits))
+        return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
 @dataclass

@@ -17,6 +17,7 @@ class Span:
     end: int
     text: str
     value: Fraction | None
+    used_prob: float = 1.0  # the segmenter's probability that the solution uses it
 
 
 def answer_number(value: Fraction) -> int | float:

@@ -1,74 +1,109 @@
 """Candidate groupings: enumerated, not learned.
 
-A problem's quantity spans (in text order) are split into consecutive chunks of
-1..``max_group_size`` spans; each chunk becomes one step whose operation and
-arguments the specialists supply. A candidate may end with a tail step that
-consumes no new span (learned: the empty group) or with a bridging template.
+The segmenter marks every quantity and says how likely the solution uses it.
+The search takes a few *used sets* (the segmenter's reading, then the readings
+with one uncertain span flipped), splits each used set, in text order, into
+consecutive chunks of 1..``max_group_size`` spans (one step per chunk), and may
+end a candidate with a tail step that consumes no new span (learned: the empty
+group) or with a bridging template.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .spec import SearchSpec
 
-Group = tuple[int, ...]  # span indices, consecutive, in text order; () = the tail group
-MAX_COMPOSITIONS = 2048  # hard bound on enumeration work per problem
+Group = tuple[int, ...]  # global span indices, in text order; () = the tail group
+MAX_COMPOSITIONS = 2048  # hard bound on enumeration work per used set
+MIN_PROB = 1e-6
+
+
+@dataclass(frozen=True)
+class UsedSet:
+    """Which spans the program consumes, with the segmenter's log-probability of that reading."""
+
+    spans: tuple[int, ...]
+    logprob: float
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One grouping: the chunks in order, and how it ends."""
+    """One grouping: the chunks in order, how it ends, and the used set it came from."""
 
     chunks: tuple[Group, ...]
     tail: str | None  # None, "LEARNED" (the empty group's step) or a template name
+    used_logprob: float = 0.0
 
 
-def unique_groups(num_spans: int, spec: SearchSpec) -> list[Group]:
-    """Every group any candidate may use: windows of 1..max_group_size spans, and ()."""
-    count = min(num_spans, spec.max_spans)
-    groups: list[Group] = [
-        tuple(range(start, start + size))
-        for start in range(count)
-        for size in range(1, spec.max_group_size + 1)
-        if start + size <= count
-    ]
-    return [*groups, ()]
+def used_sets(used_probs: Sequence[float], spec: SearchSpec) -> list[UsedSet]:
+    """The segmenter's reading and up to ``spec.used_flips`` single-span flips of it."""
+    probs = [min(max(p, MIN_PROB), 1 - MIN_PROB) for p in used_probs]
+    base = [p >= 0.5 for p in probs]
+
+    def reading(flags: list[bool]) -> UsedSet:
+        chosen = tuple(i for i, flag in enumerate(flags) if flag)[: spec.max_spans]
+        logprob = sum(math.log(p if f else 1 - p) for p, f in zip(probs, flags, strict=True))
+        return UsedSet(chosen, logprob)
+
+    out = [reading(base)]
+    uncertain = sorted(range(len(probs)), key=lambda i: abs(probs[i] - 0.5))
+    for index in uncertain[: spec.used_flips]:
+        flags = list(base)
+        flags[index] = not flags[index]
+        candidate = reading(flags)
+        if candidate.spans not in {u.spans for u in out}:
+            out.append(candidate)
+    return out
 
 
-def compositions(num_spans: int, max_part: int) -> Iterator[tuple[Group, ...]]:
-    """Splits of spans 0..n-1 into consecutive chunks (at most MAX_COMPOSITIONS)."""
-    produced = 0
+def unique_groups(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Group]:
+    """Every group any candidate may use: windows over each used set, and ()."""
+    groups: dict[Group, None] = {}
+    for used in sets:
+        chosen = used.spans
+        for start in range(len(chosen)):
+            for size in range(1, spec.max_group_size + 1):
+                if start + size <= len(chosen):
+                    groups[chosen[start : start + size]] = None
+    groups[()] = None
+    return list(groups)
+
+
+def compositions(items: Sequence[int], max_part: int) -> Iterator[tuple[Group, ...]]:
+    """Splits of ``items`` into consecutive chunks (at most MAX_COMPOSITIONS)."""
+    count = len(items)
 
     def split(start: int) -> Iterator[tuple[Group, ...]]:
-        if start == num_spans:
+        if start == count:
             yield ()
             return
         for size in range(1, max_part + 1):
-            if start + size > num_spans:
+            if start + size > count:
                 break
-            head = tuple(range(start, start + size))
+            head = tuple(items[start : start + size])
             for rest in split(start + size):
                 yield (head, *rest)
 
-    for chunks in split(0):
+    for produced, chunks in enumerate(split(0)):
         if produced >= MAX_COMPOSITIONS:
             return
-        produced += 1
         yield chunks
 
 
-def candidates(num_spans: int, spec: SearchSpec) -> list[Candidate]:
+def candidates(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Candidate]:
     """All candidate groupings of a problem before scoring (bounded)."""
-    count = min(num_spans, spec.max_spans)
-    if count == 0:
-        return [Candidate((), "LEARNED")]
-    tails: list[str | None] = [None, "LEARNED", *spec.tail_templates]
     out = []
-    for chunks in compositions(count, spec.max_group_size):
-        for tail in tails:
-            if tail in spec.tail_templates and len(chunks) < 2:
-                continue
-            out.append(Candidate(chunks, tail))
+    for used in sets:
+        if not used.spans:
+            out.append(Candidate((), "LEARNED", used.logprob))
+            continue
+        tails: list[str | None] = [None, "LEARNED", *spec.tail_templates]
+        for chunks in compositions(used.spans, spec.max_group_size):
+            for tail in tails:
+                if tail in spec.tail_templates and len(chunks) < 2:
+                    continue
+                out.append(Candidate(chunks, tail, used.logprob))
     return out

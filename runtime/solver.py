@@ -21,17 +21,18 @@ from .errors import ArtifactsError
 from .grammar import parse_args
 from .manifest import Manifest, load_manifest, safe_member
 from .models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
-from .quantities import parse_quantity
 from .results import SolveResult, Span
 from .scorer import TEMPLATE_LOGPROB, Scored, candidate_score, pick_answer
+from .segments import decode_spans
 from .sessions import choose_provider, make_session
 from .spec import SolverSpec
 from .templates import classifier_suffix, extractor_suffix
-from .tokenization import Encoded, TextTokenizer
+from .tokenization import TextTokenizer
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memory)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
+MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 
 
 Runners = tuple[SegmenterRunner, DecoderRunner, DecoderRunner]
@@ -73,33 +74,6 @@ class _Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.stats.seconds[self.stage] += time.perf_counter() - self.start
-
-
-def spans_from_labels(
-    text: str, encoded: Encoded, labels: np.ndarray, label_names: Sequence[str]
-) -> list[Span]:
-    """Decode BIO token labels into character spans (an I after O starts a span)."""
-    spans: list[tuple[int, int]] = []
-    inside = False
-    for (start, end), label in zip(encoded.offsets, labels, strict=True):
-        name = label_names[int(label)] if int(label) < len(label_names) else "O"
-        if name.startswith("B") or (name.startswith("I") and not inside):
-            spans.append((start, end))
-            inside = True
-        elif name.startswith("I") and inside:
-            spans[-1] = (spans[-1][0], end)
-        else:
-            inside = False
-    out = []
-    for start, end in spans:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            piece = text[start:end]
-            out.append(Span(start, end, piece, parse_quantity(piece)))
-    return out
 
 
 class Solver:
@@ -176,11 +150,11 @@ class Solver:
                 questions, self.spec.max_problem_tokens
             )
         with _Timer(self.stats, "segment"):
-            labels = self.segmenter.label_ids([enc.ids for enc in encoded])
+            probs = self.segmenter.label_probs([enc.ids for enc in encoded])
             self.stats.tokens["segmenter"] += sum(len(enc.ids) for enc in encoded)
             return [
-                spans_from_labels(q, enc, lab, self.segmenter_labels)[: self.spec.search.max_spans]
-                for q, enc, lab in zip(questions, encoded, labels, strict=True)
+                decode_spans(q, enc, p, self.segmenter_labels)[:MAX_SPANS]
+                for q, enc, p in zip(questions, encoded, probs, strict=True)
             ]
 
     def _prefix_states(
@@ -266,7 +240,10 @@ class Solver:
         spans = [list(s) for s in spans] if spans is not None else self._segment(questions)
 
         with _Timer(self.stats, "search"):
-            groups = [search.unique_groups(len(s), self.spec.search) for s in spans]
+            sets = [
+                search.used_sets([span.used_prob for span in s], self.spec.search) for s in spans
+            ]
+            groups = [search.unique_groups(u, self.spec.search) for u in sets]
             class_rows = [
                 (p, [(i, spans[p][i].text) for i in group])
                 for p in range(len(questions))
@@ -296,7 +273,8 @@ class Solver:
             variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
             results = [
-                self._choose(ids[p], spans[p], variants[p], trace) for p in range(len(questions))
+                self._choose(ids[p], spans[p], sets[p], variants[p], trace)
+                for p in range(len(questions))
             ]
         return results
 
@@ -304,6 +282,7 @@ class Solver:
         self,
         id: Any,
         spans: list[Span],
+        sets: list[search.UsedSet],
         variants: dict[tuple[int, ...], list[Variant]],
         trace: bool = False,
     ) -> SolveResult:
@@ -314,10 +293,10 @@ class Solver:
             if parsed:
                 best_variant[group] = max(parsed, key=lambda v: v.logprob)
         ranked = []
-        for index, cand in enumerate(search.candidates(len(spans), self.spec.search)):
+        for index, cand in enumerate(search.candidates(sets, self.spec.search)):
             steps, logprobs = self._program(cand, best_variant)
             if steps is not None:
-                ranked.append((candidate_score(logprobs), index, steps))
+                ranked.append((candidate_score([*logprobs, cand.used_logprob]), index, steps))
         ranked.sort(key=lambda item: -item[0])
         quantities = [span.value for span in spans]
         valid: list[Scored] = []

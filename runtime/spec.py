@@ -45,7 +45,8 @@ class SearchSpec:
 
     max_group_size: int = 3  # spans per chunk
     max_candidates: int = 15  # candidate programs per problem
-    max_spans: int = 12  # spans beyond this are ignored (bounded search)
+    max_spans: int = 12  # used spans beyond this are ignored (bounded search)
+    used_flips: int = 2  # alternative used sets: the most uncertain spans flipped one at a time
     ops_per_group: int = 2  # top-k operations from the classifier tried per group
     tail_templates: tuple[str, ...] = ("ACC_ADD", "ACC_SUB", "AVG", "DERIVED_MUL")
 

@@ -1,40 +1,62 @@
-"""The candidate search is bounded and enumerates consecutive chunks."""
+"""The candidate search is bounded and enumerates consecutive chunks of used spans."""
 
-from mycelium.runtime.search import Candidate, candidates, compositions, unique_groups
+import math
+
+from mycelium.runtime.search import (
+    Candidate,
+    UsedSet,
+    candidates,
+    compositions,
+    unique_groups,
+    used_sets,
+)
 from mycelium.runtime.spec import SearchSpec
 
 
-def test_compositions_cover_spans_in_order() -> None:
-    splits = list(compositions(4, 3))
+def test_compositions_cover_items_in_order() -> None:
+    splits = list(compositions([0, 2, 3, 5], 3))
     assert len(splits) == 7  # compositions of 4 into parts of 1..3
     for chunks in splits:
-        assert [i for chunk in chunks for i in chunk] == [0, 1, 2, 3]
+        assert [i for chunk in chunks for i in chunk] == [0, 2, 3, 5]
         assert all(1 <= len(chunk) <= 3 for chunk in chunks)
 
 
-def test_unique_groups_are_windows_plus_tail() -> None:
-    groups = unique_groups(3, SearchSpec())
-    assert groups == [(0,), (0, 1), (0, 1, 2), (1,), (1, 2), (2,), ()]
+def test_used_sets_start_with_the_reading_and_flip_uncertain_spans() -> None:
+    sets = used_sets([0.9, 0.55, 0.02, 0.4], SearchSpec(used_flips=2))
+    assert sets[0].spans == (0, 1)
+    assert {s.spans for s in sets[1:]} == {(0,), (0, 1, 3)}
+    assert sets[0].logprob > max(s.logprob for s in sets[1:])
+    expected = math.log(0.9) + math.log(0.55) + math.log(0.98) + math.log(0.6)
+    assert math.isclose(sets[0].logprob, expected)
+
+
+def test_unique_groups_are_windows_of_used_spans_plus_tail() -> None:
+    groups = unique_groups([UsedSet((0, 2, 3), 0.0)], SearchSpec())
+    assert groups == [(0,), (0, 2), (0, 2, 3), (2,), (2, 3), (3,), ()]
 
 
 def test_every_candidate_uses_only_unique_groups() -> None:
     spec = SearchSpec()
-    allowed = set(unique_groups(5, spec))
-    for cand in candidates(5, spec):
+    sets = used_sets([0.9, 0.6, 0.3, 0.8, 0.7], spec)
+    allowed = set(unique_groups(sets, spec))
+    cands = candidates(sets, spec)
+    assert cands
+    for cand in cands:
         assert set(cand.chunks) <= allowed
 
 
-def test_no_spans_gives_only_the_tail() -> None:
-    assert candidates(0, SearchSpec()) == [Candidate((), "LEARNED")]
+def test_no_used_spans_gives_only_the_tail() -> None:
+    assert candidates([UsedSet((), -1.0)], SearchSpec()) == [Candidate((), "LEARNED", -1.0)]
 
 
 def test_search_is_bounded_for_many_spans() -> None:
     spec = SearchSpec(max_spans=12)
-    many = candidates(40, spec)
-    assert len(unique_groups(40, spec)) == 3 * 12 - 3 + 1
-    assert 0 < len(many) <= 2048 * (2 + len(spec.tail_templates))
+    sets = used_sets([0.9] * 40, spec)
+    assert all(len(s.spans) <= 12 for s in sets)
+    assert len(unique_groups(sets, spec)) <= 3 * 12 * len(sets) + 1
+    assert 0 < len(candidates(sets, spec)) <= 2048 * (2 + len(spec.tail_templates)) * len(sets)
 
 
 def test_templates_need_two_steps() -> None:
-    for cand in candidates(1, SearchSpec()):
+    for cand in candidates([UsedSet((4,), 0.0)], SearchSpec()):
         assert cand.tail in (None, "LEARNED")
