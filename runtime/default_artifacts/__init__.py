@@ -1,1 +1,0 @@
-"""Embedded default specialists (artifacts made by mycelium-export)."""
