@@ -231,3 +231,18 @@ def test_no_torch_at_serve_time(artifacts: Path, tmp_path: Path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "clean" in done.stdout
+
+
+def test_embedded_default_solves_without_artifacts(monkeypatch) -> None:
+    monkeypatch.delenv("MYCELIUM_ARTIFACTS", raising=False)
+    result = _run(["solve", "--quiet"], stdin='{"id": 1, "question": "Tom has 12 apples and '
+                  'buys 7 more. How many apples does he have?"}\n')
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["id"] == 1 and (record["answer"] is None) == (record["error"] is not None)
+
+
+def test_environment_variable_selects_artifacts(artifacts: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MYCELIUM_ARTIFACTS", str(artifacts))
+    payload = json.loads(_run(["info"]).output)
+    assert payload["artifacts"] == str(artifacts)
