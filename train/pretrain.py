@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +20,22 @@ import torch.nn.functional as F
 
 from mycelium.runtime.spec import SolverSpec
 
+from .annotations import annotation_bounds
 from .models import build_pretrain_lm
 
 if TYPE_CHECKING:
     from .trainer import FitConfig, Log, Vocab
 
 ROW_TOKENS = 256
-_CALC = re.compile(r"<<[^>]*>>")
+
+
+def strip_annotations(answer: str) -> str:
+    """The worked solution without its ``<<EXPR=RESULT>>`` calculator markers."""
+    pieces, last = [], 0
+    for start, end in annotation_bounds(answer):
+        pieces.append(answer[last:start])
+        last = end
+    return "".join(pieces) + answer[last:]
 
 
 def pretrain_corpus(data: Path, answers: Path | None = None) -> tuple[list[str], list[str]]:
@@ -45,7 +53,7 @@ def pretrain_corpus(data: Path, answers: Path | None = None) -> tuple[list[str],
                 if line.strip():
                     row = json.loads(line)
                     if row.get("question") in known and isinstance(row.get("answer"), str):
-                        by_question[row["question"]] = _CALC.sub("", row["answer"])
+                        by_question[row["question"]] = strip_annotations(row["answer"])
         train = [q + "\n" + by_question[q] if q in by_question else q for q in train]
     return train, dev
 
