@@ -5,7 +5,8 @@ attribute. Where a record carries GSM8K's annotated solution, its gold program
 (spans, groups, operations, arguments) is derived by `mycelium.train.align`
 (pure Python), which lets a loss be pinned to a stage:
 
-- ``segmentation``: the predicted spans differ from the gold program's spans;
+- ``segmentation``: the predicted quantities differ from the gold ones, or no used
+  set the search tried is the gold program's;
 - ``no_valid_candidate``: no candidate program executed;
 - ``wrong_operation``: a gold group's top operation is not the gold one;
 - ``wrong_arguments``: the operation is right but the extracted arguments are not;
@@ -80,7 +81,10 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
         predicted = [(s.start, s.end) for s in result.spans]
         expected = [(s.start, s.end) for s in derivation.spans]
         if predicted != expected:
-            return "segmentation"
+            return "segmentation"  # a quantity missed, added or cut differently
+        gold_used = tuple(i for i, used in enumerate(_used_flags(derivation)) if used)
+        if result.trace and gold_used not in result.trace.get("used_sets", [gold_used]):
+            return "segmentation"  # quantities right, but no used set tried is the gold one
     if result.trace and gold in result.trace.get("valid_values", []):
         return "scorer_picked_wrong"
     if result.error and "no valid candidate" in result.error and (
@@ -102,8 +106,17 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
 
 
+def _used_flags(derivation: Any) -> list[bool]:
+    used = getattr(derivation, "used", None)
+    return list(used) if used is not None else [True] * len(derivation.spans)
+
+
 def _gold_spans(derivation: Any) -> list[Span]:
-    return [Span(s.start, s.end, s.text, s.value) for s in derivation.spans]
+    """The gold quantities, read as used exactly when the gold program uses them."""
+    return [
+        Span(s.start, s.end, s.text, s.value, 1.0 if used else 0.0)
+        for s, used in zip(derivation.spans, _used_flags(derivation), strict=True)
+    ]
 
 
 def run_diagnosis(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import defaultdict
@@ -254,12 +255,15 @@ class Solver:
         with _Timer(self.stats, "search"):
             k = max(1, min(self.spec.search.ops_per_group, len(self.operations)))
             top_ops = np.argsort(-op_scores, axis=1)[:, :k]
+            min_op_logprob = math.log(max(self.spec.search.min_op_prob, 1e-12))
             extract_rows = []
             row_keys = []
             flat = 0
             for p in range(len(questions)):
                 for group in groups[p]:
-                    for op_index in top_ops[flat]:
+                    for rank, op_index in enumerate(top_ops[flat]):
+                        if rank and op_scores[flat, op_index] < min_op_logprob:
+                            continue  # pruned by the classifier before the extractor runs
                         op = self.operations[op_index]
                         extract_rows.append((p, class_rows[flat][1], op))
                         row_keys.append((p, group, op, float(op_scores[flat, op_index])))
@@ -309,7 +313,11 @@ class Solver:
                     break
         best, confidence = pick_answer(valid)
         debug = (
-            {"variants": dict(variants), "valid_values": [item.result.value for item in valid]}
+            {
+                "variants": dict(variants),
+                "valid_values": [item.result.value for item in valid],
+                "used_sets": [used.spans for used in sets],
+            }
             if trace
             else None
         )

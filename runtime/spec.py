@@ -16,7 +16,7 @@ from .errors import ArtifactsError
 
 SPEC_FORMAT_VERSION = 1
 OPERATIONS = ("ADD", "SUB", "MUL", "DIV")
-SEGMENTER_LABELS = ("O", "B-QTY", "I-QTY")
+SEGMENTER_LABELS = ("O", "B-QTY", "I-QTY", "B-UNUSED", "I-UNUSED")
 SPECIAL_TOKENS = {
     "pad": "<pad>",
     "eos": "<eos>",
@@ -48,6 +48,7 @@ class SearchSpec:
     max_spans: int = 12  # used spans beyond this are ignored (bounded search)
     used_flips: int = 2  # alternative used sets: the most uncertain spans flipped one at a time
     ops_per_group: int = 2  # top-k operations from the classifier tried per group
+    min_op_prob: float = 0.0  # operations after the first need this probability to be extracted
     tail_templates: tuple[str, ...] = ("ACC_ADD", "ACC_SUB", "AVG", "DERIVED_MUL")
 
 
@@ -86,6 +87,8 @@ class SolverSpec:
             if "tail_templates" in search_raw:
                 search_raw["tail_templates"] = tuple(search_raw["tail_templates"])
             search = SearchSpec(**search_raw)
+            if not 0 <= search.min_op_prob < 1 or search.ops_per_group < 1:
+                raise ValueError("search.min_op_prob must be in [0, 1), ops_per_group >= 1")
             kwargs = {
                 key: data[key]
                 for key in ("grammar", "quantity_grammar", "max_problem_tokens",

@@ -124,11 +124,11 @@ def test_manifest_contents(fp32_export, tiny_checkpoint: Path) -> None:
     assert manifest.mycelium == json.loads((tiny_checkpoint / "mycelium.json").read_text())
     assert {"mycelium", "torch", "transformers", "onnx", "onnxruntime"} <= set(manifest.versions)
     seg, cls, ext = (manifest.models[name] for name in ROLES)
-    assert seg.labels == ("O", "B-QTY", "I-QTY")
+    assert seg.labels == ("O", "B-QTY", "I-QTY", "B-UNUSED", "I-UNUSED")
     assert cls.labels == ("ADD", "SUB", "MUL", "DIV")
     assert ext.labels is None and seg.kv_cache is None
     assert [t.name for t in seg.inputs] == ["input_ids", "attention_mask"]
-    assert seg.outputs[0].shape == ("batch", "seq", 3)
+    assert seg.outputs[0].shape == ("batch", "seq", 5)
     past = [f"past_key_values.{i}.{p}" for i in range(2) for p in ("key", "value")]
     present = [f"present.{i}.{p}" for i in range(2) for p in ("key", "value")]
     for spec, width in ((cls, 4), (ext, 512)):

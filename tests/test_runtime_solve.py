@@ -16,6 +16,7 @@ from mycelium.runtime import Solver
 from mycelium.runtime.cli import main
 from mycelium.runtime.manifest import load_manifest
 from mycelium.runtime.solver import describe
+from mycelium.runtime.spec import SEGMENTER_LABELS
 
 
 class _State:
@@ -33,7 +34,8 @@ class FakeSegmenter:
         self.tokenizer = tokenizer
 
     def label_probs(self, sequences: list[list[int]]) -> list[np.ndarray]:
-        return [np.eye(3)[labels] for labels in self.label_ids(sequences)]
+        width = len(SEGMENTER_LABELS)
+        return [np.eye(width)[labels] for labels in self.label_ids(sequences)]
 
     def label_ids(self, sequences: list[list[int]]) -> list[np.ndarray]:
         out = []
@@ -246,3 +248,26 @@ def test_environment_variable_selects_artifacts(artifacts: Path, monkeypatch) ->
     monkeypatch.setenv("MYCELIUM_ARTIFACTS", str(artifacts))
     payload = json.loads(_run(["info"]).output)
     assert payload["artifacts"] == str(artifacts)
+
+
+def test_diagnose_attributes_and_labels_the_oracle(fake_solver: Solver, tmp_path: Path) -> None:
+    from mycelium.runtime.diagnose import run_diagnosis
+
+    source = tmp_path / "gold.jsonl"
+    rows = [
+        {"id": "right", "question": "Tom has 3 apples and buys 4 more. How many apples?",
+         "answer": "He has 3+4=<<3+4=7>>7 apples.\n#### 7"},
+        {"id": "wrong-op", "question": "Tom has 9 apples and eats 4. How many are left?",
+         "answer": "He has 9-4=<<9-4=5>>5 left.\n#### 5"},
+        {"id": "no-gold", "question": "Add 1 and 2."},
+        {"id": "plain-gold", "question": "Add 2 and 2.", "gold": 4},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "report.json"
+    summary = run_diagnosis(fake_solver, str(source), str(report))
+    assert summary["problems"] == 3  # the record without gold is not counted
+    assert summary["lost_by_stage"]["correct"] == 2
+    assert summary["lost_by_stage"]["wrong_operation"] == 1  # the fake always reads ADD
+    assert summary["oracle_gold_spans"]["label"].startswith("ORACLE")
+    stages = {p["id"]: p["stage"] for p in json.loads(report.read_text())["problems"]}
+    assert stages == {"right": "correct", "wrong-op": "wrong_operation", "plain-gold": "correct"}

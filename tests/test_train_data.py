@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mycelium.executor import execute
+from mycelium.runtime.spec import SEGMENTER_LABELS
 from mycelium.train.align import CONSTANTS, derive, to_executor
 from mycelium.train.annotations import (
     AnnotationError,
@@ -50,9 +51,14 @@ CONFLICT = (  # the first span is needed only after a step over later spans
     "Ann has 15 pens. Bob has 3 boxes of 4 pens. How many pens do they have together?",
     "Bob has 3*4=<<3*4=12>>12 pens. Together 15+12=<<15+12=27>>27 pens.\n#### 27",
 )
-SPAN_CONSTANT = (  # the same, but 5 is also a constant: reachable as "ADD C5 R1"
+SPAN_CONSTANT = (  # the same, but 5 is also a constant: "ADD C5 R1" only with span constants
     "Ann has 5 pens. Bob has 3 boxes of 4 pens. How many pens do they have together?",
     "Bob has 3*4=<<3*4=12>>12 pens. Together 5+12=<<5+12=17>>17 pens.\n#### 17",
+)
+DISTRACTOR = (  # "2 dogs" is a quantity the solution does not use: chunks skip it
+    "Tom has 3 boxes and 2 dogs. Each box holds 12 pens. He gives away 5 pens. "
+    "How many pens are left?",
+    "He has 3*12=<<3*12=36>>36 pens. He keeps 36-5=<<36-5=31>>31 pens.\n#### 31",
 )
 
 
@@ -121,8 +127,16 @@ def test_scan_quantities() -> None:
 def test_natalia_tail_reuses_a_span() -> None:
     d = derive(*NATALIA)
     assert d.reachable and d.reason is None and d.tail == "LEARNED"
-    assert [s.text for s in d.spans] == ["48"]
+    assert [s.text for s in d.spans] == ["48", "half"]  # all text quantities
+    assert d.used == [True, False]
     assert _program(d) == [("DIV", "Q0 C2", [0]), ("ADD", "Q0 R1", [])]
+
+
+def test_unused_spans_keep_global_indices_and_are_skipped_by_chunks() -> None:
+    d = derive(*DISTRACTOR)
+    assert d.reachable and [s.text for s in d.spans] == ["3", "2", "12", "5"]
+    assert d.used == [True, False, True, True]
+    assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("SUB", "R1 Q3", [3])]
 
 
 def test_sources_q_r_c() -> None:
@@ -148,7 +162,7 @@ def test_several_span_free_steps_become_a_template() -> None:
 
 
 def test_derived_programs_execute_to_the_answer() -> None:
-    for problem in (NATALIA, PENS, WEEK, SWAPPED, TEMPLATE):
+    for problem in (NATALIA, PENS, WEEK, SWAPPED, TEMPLATE, DISTRACTOR):
         d = derive(*problem)
         program = to_executor(d.program)
         assert program is not None
@@ -176,15 +190,18 @@ def test_unreachable_reasons(problem: tuple[str, str], reason: str) -> None:
 def test_aligned_but_unreachable_keeps_its_gold_program() -> None:
     d = derive(*CONFLICT)
     assert d.aligned and [s.text for s in d.spans] == ["15", "3", "4"]
+    assert d.used == [True, True, True]
     assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "Q0 R1", [0])]
 
 
 def test_span_value_read_as_constant_only_when_allowed() -> None:
-    d = derive(*SPAN_CONSTANT)
-    assert d.reachable and d.span_as_constant and not d.first_alignment
-    assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("ADD", "C5 R1", [])]
-    strict = derive(*SPAN_CONSTANT, constant_for_span=False)
+    strict = derive(*SPAN_CONSTANT)  # off by default: a text number is always a Q
     assert not strict.reachable and strict.reason == "order_conflict"
+    assert strict.used == [True, True, True]
+    d = derive(*SPAN_CONSTANT, constant_for_span=True)
+    assert d.reachable and d.span_as_constant and not d.first_alignment
+    assert d.used == [False, True, True]  # the 5 read as C5 is then unused
+    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "C5 R1", [])]
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -227,10 +244,28 @@ def test_bio_labels_from_offsets(tokenizer) -> None:
     assert bio_labels(tokenizer, text, [{"start": 8, "end": 14}]).count(1) == 1
 
 
+def test_bio_labels_used_and_unused(tokenizer) -> None:
+    assert SEGMENTER_LABELS == ("O", "B-QTY", "I-QTY", "B-UNUSED", "I-UNUSED")
+    text = "He paid $1,200 for twenty-five apples."
+    spans = [(8, 14), (19, 30)]
+    all_used = bio_labels(tokenizer, text, spans)
+    assert bio_labels(tokenizer, text, spans, [True, True]) == all_used
+    mixed = bio_labels(tokenizer, text, spans, [False, True])
+    offsets = tokenizer.encode(text, add_special_tokens=False).offsets
+    for (start, end), label, plain in zip(offsets, mixed, all_used, strict=True):
+        if start < 14 and end > 8:  # the unused span: B/I-UNUSED where it was B/I-QTY
+            assert label == plain + 2
+        else:
+            assert label == plain
+    assert mixed.count(3) == 1 and mixed.count(1) == 1
+    with pytest.raises(ValueError):
+        bio_labels(tokenizer, text, spans, [True])
+
+
 # ------------------------------------------------------------------ the data command
 def test_data_command(tmp_path: Path) -> None:
     problems = [NATALIA, PENS, WEEK, SWAPPED, TEMPLATE, CONFLICT,
-                ("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65")]
+                ("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65"), DISTRACTOR]
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in problems))
     out = tmp_path / "out"
@@ -238,20 +273,32 @@ def test_data_command(tmp_path: Path) -> None:
                                        "--vocab-size", "300"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
-    assert [r["split"] for r in records] == ["dev"] + ["train"] * 6
-    assert [r["reachable"] for r in records] == [True] * 5 + [False] * 2
-    assert records[0]["spans"][0] == {"start": 22, "end": 24, "text": "48", "value": "48"}
+    assert [r["split"] for r in records] == ["dev"] + ["train"] * 7
+    assert [r["reachable"] for r in records] == [True] * 5 + [False] * 2 + [True]
+    assert [r["aligned"] for r in records] == [True] * 6 + [False, True]
+    assert records[0]["spans"] == [
+        {"start": 22, "end": 24, "text": "48", "value": "48", "used": True},
+        {"start": 68, "end": 72, "text": "half", "value": "1/2", "used": False},
+    ]
     assert records[0]["program"][1] == {"op": "ADD", "args": ["Q0", "R1"], "group": []}
     assert records[0]["answer"] == "72" and records[5]["reason"] == "order_conflict"
+    assert [s["used"] for s in records[6]["spans"]] == [None]  # unaligned: unknown
     segmenter = [json.loads(line) for line in (out / "segmenter.jsonl").read_text().splitlines()]
-    assert len(segmenter) == 5 and segmenter[0]["spans"] == [[22, 24]]
+    assert [r["id"] for r in segmenter] == [0, 1, 2, 3, 4, 5, 7]  # aligned, reachable or not
+    assert segmenter[0]["spans"] == [[22, 24], [68, 72]]
+    assert segmenter[0]["used"] == [True, False]
+    assert segmenter[-1]["used"] == [True, False, True, True]
     extractor = [json.loads(line) for line in (out / "extractor.jsonl").read_text().splitlines()]
     classifier = (out / "classifier.jsonl").read_text().splitlines()
-    assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3  # templates excluded
+    assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3 + 2  # templates excluded
     assert extractor[0]["group"] == [[0, "48"]] and extractor[0]["target"] == "Q0 C2"
+    assert extractor[-2]["group"] == [[0, "3"], [2, "12"]]  # global indices
+    assert extractor[-2]["target"] == "Q0 Q2" and extractor[-1]["target"] == "R1 Q3"
     assert "target" not in json.loads(classifier[0])
     coverage = json.loads((out / "coverage.json").read_text())
+    assert coverage["span_constants"] is False
     train = coverage["splits"]["train"]
-    assert train["problems"] == 6 and train["reachable"] == 4
+    assert train["problems"] == 7 and train["reachable"] == 5 and train["segmenter"] == 6
     assert train["reasons"] == {"order_conflict": 1, "unaligned_operand:integer": 1}
+    assert train["aligned_quantities_used"] == train["aligned_quantities"] - 1
     assert (out / "tokenizer.json").is_file()

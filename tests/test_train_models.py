@@ -94,7 +94,7 @@ def test_bio_labels_roundtrip(data: Path, vocab: T.Vocab) -> None:
     items = T.segmenter_items(T.read_jsonl(data / "segmenter.jsonl"), "train", vocab, spec)
     assert items and all(len(i.ids) == len(i.labels) for i in items)
     for item in items:
-        assert set(item.labels) <= {0, 1, 2}
+        assert set(item.labels) <= {0, 1, 2, 3, 4}
         assert T.spans_from_bio(item.question, item.offsets, item.labels) == item.gold
 
 
@@ -178,7 +178,8 @@ def test_fit_writes_checkpoint_contract(data: Path, tmp_path: Path) -> None:
         assert not list(folder.glob("*.bin"))
         assert len(training["models"][name]["epochs"]) == 2
     seg = Qwen2ForTokenClassification.from_pretrained(out / "segmenter")
-    assert seg.config.id2label == {0: "O", 1: "B-QTY", 2: "I-QTY"}
+    assert seg.config.id2label == {
+        0: "O", 1: "B-QTY", 2: "I-QTY", 3: "B-UNUSED", 4: "I-UNUSED"}
     clf = Qwen2ForSequenceClassification.from_pretrained(out / "classifier")
     assert clf.config.id2label == dict(enumerate(spec.operations))
     assert clf.config.pad_token_id == 0

@@ -10,12 +10,13 @@ Pipeline (train/README.md has the full rules):
    constant of the executor -> ``C``. Among equal candidates, one not consumed yet wins
    (the most recent result, the first span in text order). A leaf with no source at all
    makes the problem unaligned.
-3. Steps the answer does not depend on are dropped; the used spans, in text order, are the
-   problem's spans ``Q0..Qn-1``.
+3. Steps the answer does not depend on are dropped. The problem's spans ``Q0..Qn-1`` are
+   ALL its text quantities in text order (``Q<i>`` is the global rank); a span is *used*
+   when the kept steps reference it.
 4. The steps are reordered (:func:`_reorder`) to the runtime search's structure: chunk
-   steps, each introducing the next 1..3 consecutive spans, then at most one span-free step
-   (the learned tail) or, when several span-free steps remain, a bridging template of equal
-   value.
+   steps, each introducing the next 1..3 consecutive *used* spans (unused spans in between
+   are skipped), then at most one span-free step (the learned tail) or, when several
+   span-free steps remain, a bridging template of equal value.
 
 When the preferred alignment does not fit, other alignments are tried (bounded, in
 preference order) and the first that fits wins. Each derived program is read back through
@@ -81,7 +82,7 @@ class ProgramStep:
 
     op: str
     args: list[str]  # "Q0", "R1", "C2"; [] for a template
-    group: list[int]  # span indices the step introduces; [] for a tail or template
+    group: list[int]  # global span indices the step introduces; [] for a tail or template
 
     def to_json(self) -> dict:
         """JSON record of the step."""
@@ -97,7 +98,8 @@ class Derivation:
     parsed: bool = False  # annotations parsed and the answer is a step result
     aligned: bool = False  # and every operand has a source
     first_alignment: bool = False  # reachable with the preferred alignment
-    spans: list[TextQuantity] = field(default_factory=list)
+    spans: list[TextQuantity] = field(default_factory=list)  # all text quantities
+    used: list[bool] | None = None  # per span: referenced by the program (None: unaligned)
     program: list[ProgramStep] = field(default_factory=list)
     answer: Fraction | None = None
     gold_steps: int = 0  # steps after truncation, before pruning
@@ -136,7 +138,7 @@ def _leaf_options(
 
 
 def alignments(
-    steps: Sequence[RawStep], quantities: Sequence[TextQuantity], constant_for_span: bool = True
+    steps: Sequence[RawStep], quantities: Sequence[TextQuantity], constant_for_span: bool = False
 ) -> Iterator[list[AlignedStep]]:
     """Alignments of all leaves, preferred first (at most MAX_ALIGNMENTS).
 
@@ -227,7 +229,7 @@ class _Order:
     """The result of reordering: chunk steps with their groups, and how it ends."""
 
     order: list[int]  # kept gold step indices in program order (tail included)
-    groups: list[list[int]]  # per entry of ``order``
+    groups: list[list[int]]  # per entry of ``order``: ranks among the used spans
     template: str | None = None
     tail: bool = False
 
@@ -235,7 +237,11 @@ class _Order:
 def _reorder(
     steps: Sequence[AlignedStep], answer_step: int, quantities: Sequence[TextQuantity]
 ) -> tuple[_Order | None, list[int], str]:
-    """Fit the kept steps to the chunk structure; returns (order, used spans, failure)."""
+    """Fit the kept steps to the chunk structure; returns (order, used spans, failure).
+
+    The used spans are global quantity indices in text order; the chunk structure runs
+    over their ranks (unused spans in between are skipped).
+    """
     keep: set[int] = set()
     stack = [answer_step]
     while stack:
@@ -316,14 +322,14 @@ def _reorder(
 def _program(
     steps: Sequence[AlignedStep], order: _Order, used: list[int]
 ) -> list[ProgramStep]:
-    rank = {span: r for r, span in enumerate(used)}
     position = {j: k for k, j in enumerate(order.order)}
     out = []
-    for k, (j, group) in enumerate(zip(order.order, order.groups, strict=True)):
+    for k, (j, ranks) in enumerate(zip(order.order, order.groups, strict=True)):
+        group = [used[r] for r in ranks]  # global indices
         args = []
         for source in steps[j].args:
             if source.kind == "Q":
-                args.append(f"Q{rank[source.ref]}")
+                args.append(f"Q{source.ref}")
             elif source.kind == "R":
                 args.append(f"R{k - position[source.ref]}")
             else:
@@ -347,29 +353,26 @@ def to_executor(program: Sequence[ProgramStep]) -> tuple[Step, ...] | None:
 
 
 def _gold_order_program(
-    steps: Sequence[AlignedStep], answer_step: int, quantities: Sequence[TextQuantity]
-) -> tuple[list[TextQuantity], list[ProgramStep]]:
+    steps: Sequence[AlignedStep], answer_step: int
+) -> list[ProgramStep]:
     """An unreachable problem's aligned program in gold order (for inspection)."""
     kept = list(range(answer_step + 1))
-    used = sorted({a.ref for j in kept for a in steps[j].args if a.kind == "Q"},
-                  key=lambda i: quantities[i].start)
-    rank = {span: r for r, span in enumerate(used)}
     seen: set[int] = set()
     out = []
     for k in kept:
         args, group = [], []
         for source in steps[k].args:
             if source.kind == "Q":
-                args.append(f"Q{rank[source.ref]}")
-                if rank[source.ref] not in seen:
-                    seen.add(rank[source.ref])
-                    group.append(rank[source.ref])
+                args.append(f"Q{source.ref}")
+                if source.ref not in seen:
+                    seen.add(source.ref)
+                    group.append(source.ref)
             elif source.kind == "R":
                 args.append(f"R{k - source.ref}")
             else:
                 args.append(CONSTANTS[source.value])
         out.append(ProgramStep(steps[k].op, args, group))
-    return [quantities[i] for i in used], out
+    return out
 
 
 def _unaligned_kind(value: Fraction, quantities: Sequence[TextQuantity]) -> str:
@@ -402,20 +405,23 @@ def _derive_steps(
     first_reason = None
     try:
         for attempt, aligned in enumerate(alignments(raw, quantities, constant_for_span)):
-            out.aligned = True
             order, used, reason = _reorder(aligned, answer_step, quantities)
+            if not out.aligned:  # the preferred alignment's used spans and gold program
+                out.aligned = True
+                out.spans = list(quantities)
+                out.used = [i in used for i in range(len(quantities))]
+                out.program = _gold_order_program(aligned, answer_step)
             if order is None:
                 if first_reason is None:
                     first_reason = reason
-                    out.spans, out.program = _gold_order_program(aligned, answer_step, quantities)
                 continue
             program = _program(aligned, order, used)
-            spans = [quantities[i] for i in used]
             executable = to_executor(program)
             if executable is None:
                 first_reason = first_reason or "off_grammar_arguments"
                 continue
-            result = execute(executable, [s.value for s in spans], constants=CONSTANTS.keys())
+            result = execute(executable, [q.value for q in quantities],
+                             constants=CONSTANTS.keys())
             if not result.ok or result.value != gold:
                 if first_reason is None:
                     first_reason = "execution_failed" if not result.ok else "execution_mismatch"
@@ -427,7 +433,8 @@ def _derive_steps(
                 for j in order.order
                 for a in aligned[j].args
             )
-            out.spans, out.program = spans, program
+            out.spans, out.program = list(quantities), program
+            out.used = [i in used for i in range(len(quantities))]
             out.tail = order.template or ("LEARNED" if order.tail else None)
             return
     except LookupError as exc:
@@ -437,7 +444,7 @@ def _derive_steps(
 
 
 def derive(
-    question: str, answer: str, *, plain_fallback: bool = True, constant_for_span: bool = True
+    question: str, answer: str, *, plain_fallback: bool = True, constant_for_span: bool = False
 ) -> Derivation:
     """Derive the spans and the search-reachable program of one problem (never raises).
 
@@ -445,15 +452,16 @@ def derive(
     is set, the unmarked calculations of the solution text are merged in and tried again
     (``Derivation.plain`` tells which attempt won; the reason is the first attempt's).
     ``constant_for_span``: whether a leaf that matches a text number may be read as an
-    equal constant instead when that is what makes the program fit the search.
+    equal constant instead when that is what makes the program fit the search (off by
+    default: a value that is a text quantity always aligns to a ``Q``).
     """
-    out = Derivation()
+    quantities = scan_quantities(question)
+    out = Derivation(spans=list(quantities))
     gold = parse_answer(answer)
     out.answer = gold
     if gold is None:
         out.reason = "bad_final_answer"
         return out
-    quantities = scan_quantities(question)
     known = {q.value for q in quantities} | set(CONSTANTS)
     try:
         _derive_steps(out, parse_solution(answer, known.__contains__), gold, quantities,
@@ -462,7 +470,7 @@ def derive(
         out.reason = f"annotation:{exc.reason}"
     if out.reachable or not plain_fallback:
         return out
-    retry = Derivation(answer=gold, plain=True)
+    retry = Derivation(answer=gold, plain=True, spans=list(quantities))
     try:
         _derive_steps(retry, parse_solution(answer, known.__contains__, plain=True), gold,
                       quantities, constant_for_span)

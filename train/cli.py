@@ -19,9 +19,10 @@ def main() -> None:
               help="Output folder.")
 @click.option("--vocab-size", default=4096, show_default=True, type=click.IntRange(300, 65536),
               help="BPE vocabulary size (special and argument tokens come on top).")
-@click.option("--span-constants/--no-span-constants", default=True, show_default=True,
+@click.option("--span-constants/--no-span-constants", default=False, show_default=True,
               help="Allow reading a text number as an equal constant when that makes the "
-                   "program fit the search (see train/README.md).")
+                   "program fit the search (off: a text number is always a Q; see "
+                   "train/README.md).")
 def data(data: Path, out: Path, vocab_size: int, span_constants: bool) -> None:
     """Derive spans, programs, specialist examples, coverage and the tokenizer."""
     from .data import build
@@ -31,7 +32,8 @@ def data(data: Path, out: Path, vocab_size: int, span_constants: bool) -> None:
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "
             f"aligned {figures['aligned_fraction']:.1%}, "
-            f"reachable {figures['reachable_fraction']:.1%}"
+            f"reachable {figures['reachable_fraction']:.1%}, "
+            f"quantities used {figures['aligned_quantities_used_fraction']:.1%} (aligned)"
         )
     click.echo(f"wrote {out}")
 

@@ -42,11 +42,13 @@ def problem_record(number: int, question: str, derivation: Derivation) -> dict[s
         "id": number,
         "split": split_of(number),
         "question": question,
+        "aligned": derivation.aligned,
         "reachable": derivation.reachable,
         "reason": derivation.reason,
         "spans": [
-            {"start": s.start, "end": s.end, "text": s.text, "value": str(s.value)}
-            for s in derivation.spans
+            {"start": s.start, "end": s.end, "text": s.text, "value": str(s.value),
+             "used": None if derivation.used is None else derivation.used[i]}
+            for i, s in enumerate(derivation.spans)
         ],
         "program": [step.to_json() for step in derivation.program],
         "answer": None if answer is None else str(answer),
@@ -75,9 +77,12 @@ def _new_stats() -> dict[str, Any]:
         "reachable_first_alignment": 0, "reachable_with_unmarked_calculations": 0,
         "reachable_using_span_values_as_constants": 0, "reachable_without_span_constants": 0,
         "reasons": Counter(), "gold_steps": Counter(),
-        "program_steps": Counter(), "spans": Counter(), "endings": Counter(),
+        "program_steps": Counter(), "spans": Counter(), "used_spans": Counter(),
+        "endings": Counter(),
         "arg_sources": Counter(), "constants": Counter(), "ops": Counter(),
-        "spans_not_on_token_bounds": 0,
+        "spans_not_on_token_bounds": 0, "segmenter": 0,
+        "aligned_quantities": 0, "aligned_quantities_used": 0,
+        "reachable_quantities": 0, "reachable_quantities_used": 0,
     }
 
 
@@ -90,6 +95,12 @@ def _add(
     stats["aligned"] += derivation.aligned
     if derivation.parsed:
         stats["gold_steps"][derivation.gold_steps] += 1
+    if derivation.used is not None:
+        stats["aligned_quantities"] += len(derivation.used)
+        stats["aligned_quantities_used"] += sum(derivation.used)
+        if derivation.reachable:
+            stats["reachable_quantities"] += len(derivation.used)
+            stats["reachable_quantities_used"] += sum(derivation.used)
     if not derivation.reachable:
         stats["reasons"][derivation.reason or "unknown"] += 1
         return
@@ -99,6 +110,7 @@ def _add(
     stats["reachable_using_span_values_as_constants"] += derivation.span_as_constant
     stats["program_steps"][len(record["program"])] += 1
     stats["spans"][len(record["spans"])] += 1
+    stats["used_spans"][sum(bool(s["used"]) for s in record["spans"])] += 1
     stats["endings"][derivation.tail or "none"] += 1
     for step in record["program"]:
         stats["ops"][step["op"]] += 1
@@ -114,17 +126,20 @@ def _finish(stats: dict[str, Any]) -> dict[str, Any]:
     for key in ("parsed", "aligned", "reachable", "reachable_first_alignment",
                 "reachable_without_span_constants"):
         out[f"{key}_fraction"] = round(stats[key] / total, 4)
+    for key in ("aligned", "reachable"):
+        out[f"{key}_quantities_used_fraction"] = round(
+            stats[f"{key}_quantities_used"] / max(stats[f"{key}_quantities"], 1), 4)
     for key, value in stats.items():
         if isinstance(value, Counter):
             items = sorted(value.items(), key=lambda kv: (-kv[1], str(kv[0])))
-            if key in ("gold_steps", "program_steps", "spans"):
+            if key in ("gold_steps", "program_steps", "spans", "used_spans"):
                 items = sorted(value.items())
             out[key] = {str(k): v for k, v in items}
     return out
 
 
 def build(
-    data: Path, out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, span_constants: bool = True
+    data: Path, out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, span_constants: bool = False
 ) -> dict[str, Any]:
     """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
 
@@ -160,14 +175,18 @@ def build(
             split_stats = stats[record["split"]]
             _add(split_stats, derivation, record, reachable_strict)
             problems.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if not record["reachable"]:
+            if not record["aligned"]:
                 continue
             spans = [[s["start"], s["end"]] for s in record["spans"]]
             if not spans_align(tokenizer, record["question"], spans):
                 split_stats["spans_not_on_token_bounds"] += 1
+            split_stats["segmenter"] += 1
             segmenter.write(json.dumps(
                 {"id": record["id"], "split": record["split"], "question": record["question"],
-                 "spans": spans}, ensure_ascii=False) + "\n")
+                 "spans": spans, "used": [s["used"] for s in record["spans"]]},
+                ensure_ascii=False) + "\n")
+            if not record["reachable"]:
+                continue
             for cls_record, ext_record in step_records(record):
                 classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
                 extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")

@@ -17,7 +17,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from mycelium.runtime.spec import OPERATIONS, SPECIAL_TOKENS
+from mycelium.runtime.spec import OPERATIONS, SEGMENTER_LABELS, SPECIAL_TOKENS
 
 from .align import CONSTANTS
 
@@ -30,7 +30,7 @@ ARG_TOKENS: tuple[str, ...] = (
 )
 WORD_TOKENS: tuple[str, ...] = (*(f" {op}" for op in OPERATIONS), " none")  # template words
 DEFAULT_VOCAB_SIZE = 4096
-BIO = {"O": 0, "B-QTY": 1, "I-QTY": 2}
+BIO = {label: i for i, label in enumerate(SEGMENTER_LABELS)}  # O B-QTY I-QTY B-UNUSED I-UNUSED
 
 
 def special_tokens() -> list[str]:
@@ -85,22 +85,31 @@ def token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
     return [tuple(o) for o in backend.encode(text, add_special_tokens=False).offsets]
 
 
-def bio_labels(tokenizer: Any, question: str, spans: Sequence[Any]) -> list[int]:
-    """Per-token segmenter labels (0 = O, 1 = B-QTY, 2 = I-QTY) of ``question``.
+def bio_labels(
+    tokenizer: Any, question: str, spans: Sequence[Any], used: Sequence[bool] | None = None
+) -> list[int]:
+    """Per-token segmenter labels of ``question``: indices into
+    :data:`mycelium.runtime.spec.SEGMENTER_LABELS` (0 = O, 1 = B-QTY, 2 = I-QTY for a
+    quantity the solution uses, 3 = B-UNUSED, 4 = I-UNUSED for one it does not).
 
     ``spans`` are character spans as ``(start, end)`` pairs, ``{"start", "end"}`` dicts or
-    objects with ``start``/``end``. A token is B when it is the first token overlapping a
-    span, I when it overlaps a span that an earlier token already overlaps, O otherwise.
+    objects with ``start``/``end``; ``used`` gives one flag per span (``None``: all used).
+    A token is B when it is the first token overlapping a span, I when it overlaps a span
+    that an earlier token already overlaps, O otherwise.
     """
-    bounds = sorted(_span_bounds(span) for span in spans)
+    flags = [True] * len(spans) if used is None else [bool(u) for u in used]
+    if len(flags) != len(spans):
+        raise ValueError("bio_labels: one used flag per span")
+    bounds = sorted(zip(map(_span_bounds, spans), flags, strict=True))
     labels = []
     started: set[int] = set()
     for start, end in token_offsets(tokenizer, question):
         label = BIO["O"]
         if end > start:
-            for index, (span_start, span_end) in enumerate(bounds):
+            for index, ((span_start, span_end), is_used) in enumerate(bounds):
                 if start < span_end and end > span_start:
-                    label = BIO["I-QTY"] if index in started else BIO["B-QTY"]
+                    kind = "QTY" if is_used else "UNUSED"
+                    label = BIO[f"I-{kind}"] if index in started else BIO[f"B-{kind}"]
                     started.add(index)
                     break
         labels.append(label)

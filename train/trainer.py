@@ -148,14 +148,16 @@ def bio_labels_from_offsets(
     return labels
 
 
-def _bio_labels(tokenizer: Tokenizer, question: str, spans: list[Any]) -> list[int]:
-    """The data engineer's ``bio_labels`` when present, else the offsets-based equivalent."""
+def _bio_labels(tokenizer: Tokenizer, question: str, spans: list[Any],
+                used: list[bool] | None = None) -> list[int]:
+    """The data engineer's ``bio_labels`` when present, else the offsets-based equivalent
+    (which reads every span as used)."""
     try:
         from .tokenizer import bio_labels
     except ImportError:
         offsets = tokenizer.encode(question, add_special_tokens=False).offsets
         return bio_labels_from_offsets(offsets, spans)
-    return bio_labels(tokenizer, question, spans)
+    return bio_labels(tokenizer, question, spans, used)
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
@@ -236,8 +238,9 @@ def segmenter_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
         _check_no_pad(enc.ids, vocab.pad, f"segmenter {record.get('id')}")
         question = record["question"]
         spans = [tuple(s) for s in record["spans"]]
-        gold = [_trim(question, s, e) for s, e in spans]
-        labels = _bio_labels(vocab.tokenizer, question, spans)[: len(enc.ids)]
+        used = record.get("used")  # v2 data: one flag per span (all quantities)
+        gold = [_trim(question, s, e) for k, (s, e) in enumerate(spans) if used is None or used[k]]
+        labels = _bio_labels(vocab.tokenizer, question, spans, used)[: len(enc.ids)]
         items.append(SegItem(list(enc.ids), labels, list(enc.offsets), question,
                              [g for g in gold if g[1] > g[0]]))
     return items
