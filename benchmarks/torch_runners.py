@@ -1,0 +1,138 @@
+"""The PyTorch-eager baseline: the same pipeline, its models run by transformers.
+
+The runners below replace the onnxruntime ones through ``Solver(..., runners=...)``,
+so tokenization, search, executor and scorer are shared and only the model calls
+differ. Weights come from the checkpoint folder the artifacts were exported from.
+Benchmark-only: the serving runtime never imports this module (nor torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    DynamicCache,
+    Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification,
+    Qwen2ForTokenClassification,
+)
+
+from mycelium.runtime.manifest import ModelSpec, load_manifest
+from mycelium.runtime.models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
+from mycelium.runtime.sessions import choose_provider
+from mycelium.runtime.solver import Solver
+from mycelium.runtime.tokenization import pad_batch
+
+from .provenance import check_exported_from
+
+MODEL_CLASSES = {
+    "segmenter": Qwen2ForTokenClassification,
+    "classifier": Qwen2ForSequenceClassification,
+    "extractor": Qwen2ForCausalLM,
+}
+
+
+class TorchSegmenterRunner(SegmenterRunner):
+    """C1 on PyTorch eager: Qwen2ForTokenClassification over right-padded problems."""
+
+    def __init__(self, model: Qwen2ForTokenClassification, pad_id: int):
+        self.model = model
+        self.pad_id = pad_id
+
+    def label_probs(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Label probabilities (T, L) per token of each sequence (padding dropped)."""
+        ids, mask = pad_batch(sequences, self.pad_id, left=False)
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+            ).logits
+        probs = np.exp(log_softmax(logits.float().numpy()))
+        return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+class TorchDecoderRunner(DecoderRunner):
+    """C2/C3 on PyTorch eager with a KV cache.
+
+    ``DecoderState.past`` holds torch tensors (B, KV, P, D) (its ``take`` gathers rows
+    of them as it does of numpy arrays); each call rebuilds a ``DynamicCache`` from
+    them and reads the head at the last position (callers left-pad the new tokens).
+    """
+
+    def __init__(
+        self, model: Qwen2ForSequenceClassification | Qwen2ForCausalLM, spec: ModelSpec,
+        pad_id: int,
+    ):
+        super().__init__(None, spec, pad_id)  # type: ignore[arg-type]  # no onnx session
+        self.model = model
+        self.causal = isinstance(model, Qwen2ForCausalLM)
+        self.torch_dtype = next(model.parameters()).dtype
+
+    def empty_state(self, batch: int) -> DecoderState:
+        """A state with no past (prefill)."""
+        shape = (batch, self.kv.num_kv_heads, 0, self.kv.head_dim)
+        past = [torch.zeros(shape, dtype=self.torch_dtype) for _ in self.past_names]
+        return DecoderState(
+            np.zeros((batch, 0), dtype=np.int64), np.zeros(batch, dtype=np.int64), past
+        )
+
+    def _run(
+        self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
+    ) -> tuple[np.ndarray, DecoderState]:
+        """Feed new tokens (B, T) after the cache; logits (B, N) at the last position."""
+        mask = np.concatenate([state.mask, new_mask], axis=1)
+        positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
+        positions = np.maximum(positions, 0).astype(np.int64)
+        past: list[Any] = state.past
+        if state.mask.shape[1]:
+            cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2], strict=True)))
+        else:
+            cache = DynamicCache()
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self.causal else {}
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                position_ids=torch.from_numpy(positions),
+                past_key_values=cache,
+                use_cache=True,
+                **kwargs,
+            )
+        logits = out.logits[:, -1] if self.causal else out.logits  # (B, V) or pooled (B, L)
+        presents: list[Any] = []
+        for layer in out.past_key_values.layers:
+            presents += [layer.keys, layer.values]
+        next_position = state.next_position + new_mask.sum(axis=1)
+        return logits.float().numpy(), DecoderState(mask, next_position, presents)
+
+
+def load_torch_solver(
+    checkpoint: str | Path,
+    artifacts: str | Path,
+    *,
+    threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Solver:
+    """A Solver whose three models run on PyTorch eager from ``checkpoint``.
+
+    Tokenizers, templates and search settings come from the artifacts' manifest,
+    which must have been exported from this checkpoint.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    checkpoint, folder = Path(checkpoint), Path(artifacts)
+    manifest = load_manifest(folder, verify=False)
+    check_exported_from(checkpoint, manifest)
+    models = {
+        name: cls.from_pretrained(checkpoint / name, dtype=dtype).eval()
+        for name, cls in MODEL_CLASSES.items()
+    }
+    pad = {name: model.config.pad_token_id for name, model in models.items()}
+    runners = (
+        TorchSegmenterRunner(models["segmenter"], pad["segmenter"]),
+        TorchDecoderRunner(models["classifier"], manifest.models["classifier"], pad["classifier"]),
+        TorchDecoderRunner(models["extractor"], manifest.models["extractor"], pad["extractor"]),
+    )
+    return Solver(folder, manifest, choose_provider("cpu"), threads, runners=runners)

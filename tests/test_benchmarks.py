@@ -1,0 +1,108 @@
+"""Smoke tests of the benchmark suite: the quick run's report is produced and well formed.
+
+No speed threshold is ever checked here: figures depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from benchmarks.data import accuracy, load_gold, load_problems  # noqa: E402
+from benchmarks.report import BASELINE_FIELDS, FIXED_FIELDS, STAGES, validate_report  # noqa: E402
+
+PROBLEMS = [
+    {"id": "a", "question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+     "gold": 7},
+    {"question": "A box holds 12 pens. How many pens are in 5 boxes?",
+     "answer": "12 * 5 = <<12*5=60>>60\n#### 60"},
+    {"id": 7, "question": "Sam earns $15 an hour for 8 hours. How much does he earn?"},
+    {"question": "Ann reads 30 pages a day. How many days for a 240 page book?", "gold": "8"},
+]
+
+
+@pytest.fixture()
+def problems_file(tmp_path: Path) -> Path:
+    """A few problems, some with gold (GSM8K `answer` or `gold`), one without."""
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in PROBLEMS), encoding="utf-8")
+    return path
+
+
+def test_data_keeps_gold_apart(problems_file: Path) -> None:
+    problems = load_problems(problems_file)
+    assert [p.id for p in problems] == ["a", 1, 7, 3]
+    assert all(set(vars(p)) == {"id", "question"} for p in problems)  # no gold for solvers
+    golds = load_gold(problems_file)
+    assert [None if g is None else int(g) for g in golds] == [7, 60, None, 8]
+    scored = accuracy(["7", "61", "100", None], golds)
+    assert scored == {"accuracy": 1 / 3, "correct": 1, "with_gold": 3}
+    assert accuracy(["1"], [None])["accuracy"] is None
+
+
+def test_dev_split(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(25)))
+    assert [p.question for p in load_problems(path, "dev")] == ["q0", "q10", "q20"]
+    assert [p.question for p in load_problems(path, "dev", limit=2)] == ["q0", "q10"]
+
+
+def test_torch_runners_match_onnx(tiny_checkpoint: Path, fp32_export) -> None:
+    """The PyTorch-eager baseline computes what the exported graphs compute."""
+    from benchmarks.torch_runners import load_torch_solver
+    from mycelium.runtime.solver import Solver
+
+    questions = [p["question"] for p in PROBLEMS]
+    onnx = Solver.load(fp32_export.output, "cpu")
+    eager = load_torch_solver(tiny_checkpoint, fp32_export.output)
+    ids = [e.ids for e in onnx.tokenizers["extractor"].encode_batch(questions)]
+    ref_logits, ref_state = onnx.extractor.prefill(ids)
+    logits, state = eager.extractor.prefill(ids)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-3)
+    step = ref_logits.argmax(axis=-1)
+    np.testing.assert_allclose(eager.extractor.step(step, state)[0],
+                               onnx.extractor.step(step, ref_state)[0], atol=1e-3)
+    probs = eager.segmenter.label_probs(ids)
+    for got, ref in zip(probs, onnx.segmenter.label_probs(ids), strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert eager.stats.tokens == onnx.stats.tokens
+
+
+def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path) -> None:
+    from click.testing import CliRunner
+
+    from benchmarks.run import main
+
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        main, ["--quick", "--data", str(problems_file), "--baselines", "torch,cot",
+               "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert validate_report(report, ("torch", "cot")) == []
+    for name, types in FIXED_FIELDS.items():
+        assert isinstance(report[name], types) and not isinstance(report[name], bool), name
+    for name in (*BASELINE_FIELDS["torch"], *BASELINE_FIELDS["cot"]):
+        assert isinstance(report[name], float) and report[name] > 0, name
+    assert report["problems"] == len(PROBLEMS)
+    assert report["problems_per_second"] > 0 and report["peak_rss_mb"] > 0
+    assert 0 < report["latency_ms_p50"] <= report["latency_ms_p95"]
+    assert isinstance(report["accuracy"], float) and 0.0 <= report["accuracy"] <= 1.0
+    assert report["accuracy_detail"]["with_gold"] == 3
+    assert set(report["stage_seconds"]) == set(STAGES)
+    assert all(isinstance(v, float) for v in report["stage_seconds"].values())
+    assert {"segmenter", "classifier", "extractor", "total"} <= set(report["tokens_per_problem"])
+    assert report["tokens_per_problem"]["total"] > 0
+    assert report["provider"] in ("cpu", "cuda", "tensorrt") and report["device"]
+    assert 0.0 <= report["baselines"]["torch"]["answers_agree_with_runtime"] <= 1.0
+    assert (out / "report.md").read_text(encoding="utf-8").startswith("# Mycelium benchmark")
+    if "plots_skipped" not in report:
+        for name in ("throughput_vs_batch.png", "latency.png", "stages.png"):
+            assert (out / name).stat().st_size > 0
