@@ -21,7 +21,13 @@ from transformers import (
 )
 
 from mycelium.runtime.manifest import ModelSpec, load_manifest
-from mycelium.runtime.models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
+from mycelium.runtime.models import (
+    DecoderRunner,
+    DecoderState,
+    SegmenterRunner,
+    extend,
+    log_softmax,
+)
 from mycelium.runtime.sessions import choose_provider
 from mycelium.runtime.solver import Solver
 from mycelium.runtime.tokenization import pad_batch
@@ -82,9 +88,7 @@ class TorchDecoderRunner(DecoderRunner):
         self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
     ) -> tuple[np.ndarray, DecoderState]:
         """Feed new tokens (B, T) after the cache; logits (B, N) at the last position."""
-        mask = np.concatenate([state.mask, new_mask], axis=1)
-        positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
-        positions = np.maximum(positions, 0).astype(np.int64)
+        mask, positions, next_position = extend(state, new_mask)
         past: list[Any] = state.past
         if state.mask.shape[1]:
             cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2], strict=True)))
@@ -104,7 +108,6 @@ class TorchDecoderRunner(DecoderRunner):
         presents: list[Any] = []
         for layer in out.past_key_values.layers:
             presents += [layer.keys, layer.values]
-        next_position = state.next_position + new_mask.sum(axis=1)
         return logits.float().numpy(), DecoderState(mask, next_position, presents)
 
 

@@ -56,6 +56,16 @@ class DecoderState:
         )
 
 
+def extend(
+    state: DecoderState, new_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attention mask (B, P+T), position ids (B, T) and next positions (B,) for new tokens."""
+    mask = np.concatenate([state.mask, new_mask], axis=1)
+    positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
+    positions = np.maximum(positions, 0).astype(np.int64)
+    return mask, positions, state.next_position + new_mask.sum(axis=1)
+
+
 class DecoderRunner:
     """C2/C3: a decoder graph with KV cache and last-position logits."""
 
@@ -80,13 +90,10 @@ class DecoderRunner:
         self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
     ) -> tuple[np.ndarray, DecoderState]:
         """Feed new tokens (B, T) after the state's cache; return logits (B, N) and new state."""
-        mask = np.concatenate([state.mask, new_mask], axis=1)
-        positions = state.next_position[:, None] + np.cumsum(new_mask, axis=1) - 1
-        positions = np.maximum(positions, 0).astype(np.int64)
+        mask, positions, next_position = extend(state, new_mask)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         feed.update(zip(self.past_names, state.past, strict=True))
         outputs = self.session.run(self.output_names, feed)
-        next_position = state.next_position + new_mask.sum(axis=1)
         return outputs[0], DecoderState(mask, next_position, list(outputs[1:]))
 
     def empty_state(self, batch: int) -> DecoderState:
