@@ -26,6 +26,15 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def greedy_pick(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's argmax token and its log-probability (no full log-softmax matrix)."""
+    logits = logits.astype(np.float32, copy=False)
+    tokens = logits.argmax(axis=-1)
+    best = logits[np.arange(len(tokens)), tokens]
+    normaliser = best + np.log(np.exp(logits - best[:, None]).sum(axis=-1))
+    return tokens, best - normaliser
+
+
 class SegmenterRunner:
     """C1: token classification over right-padded problems."""
 
@@ -41,18 +50,30 @@ class SegmenterRunner:
         return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
+Cache = np.ndarray | ort.OrtValue  # host array, or an onnxruntime tensor (maybe on device)
+
+
+def host(value: Cache) -> np.ndarray:
+    """A cache tensor on the host (an onnxruntime value is copied out; others pass)."""
+    return value.numpy() if isinstance(value, ort.OrtValue) else value
+
+
 @dataclass
 class DecoderState:
-    """Rows of a decoder batch: attention mask (B, P), next positions (B,), KV per layer."""
+    """Rows of a decoder batch: attention mask (B, P), next positions (B,), KV per layer.
+
+    With IO binding the cache tensors are onnxruntime values that stay where the
+    provider wrote them (device memory on CUDA) and go back in as the next step's past.
+    """
 
     mask: np.ndarray  # (B, P) int64
     next_position: np.ndarray  # (B,) int64
-    past: list[np.ndarray]  # 2 * layers arrays (B, KV, P, D): key, value per layer
+    past: list[Cache]  # 2 * layers tensors (B, KV, P, D): key, value per layer
 
     def take(self, rows: np.ndarray) -> DecoderState:
-        """The sub-batch of the given rows (a gather over every cache tensor)."""
+        """The sub-batch of the given rows (a gather over every cache tensor, on the host)."""
         return DecoderState(
-            self.mask[rows], self.next_position[rows], [kv[rows] for kv in self.past]
+            self.mask[rows], self.next_position[rows], [host(kv)[rows] for kv in self.past]
         )
 
 
@@ -67,12 +88,28 @@ def extend(
 
 
 class DecoderRunner:
-    """C2/C3: a decoder graph with KV cache and last-position logits."""
+    """C2/C3: a decoder graph with KV cache and last-position logits.
 
-    def __init__(self, session: ort.InferenceSession, spec: ModelSpec, pad_id: int):
+    ``cache_device`` (``None``, ``"cpu"`` or ``"cuda"``) turns on IO binding: the
+    ``present.*`` outputs are bound to that device and fed back as the next step's
+    ``past_key_values.*`` without a round trip through numpy (no host copy of the cache
+    per decode step). On a device, finished rows are not compacted away during decoding
+    (that would need a host gather): they keep decoding and their tokens are ignored.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        spec: ModelSpec,
+        pad_id: int,
+        cache_device: str | None = None,
+    ):
         assert spec.kv_cache is not None
         self.session = session
         self.pad_id = pad_id
+        self.cache_device = cache_device
+        # drop finished rows from the batch during decoding (a host gather of the cache)
+        self.compact_finished = cache_device in (None, "cpu")
         self.kv = spec.kv_cache
         self.dtype = _NUMPY_DTYPES.get(self.kv.dtype, np.float32)
         self.past_names = [
@@ -92,9 +129,31 @@ class DecoderRunner:
         """Feed new tokens (B, T) after the state's cache; return logits (B, N) and new state."""
         mask, positions, next_position = extend(state, new_mask)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-        feed.update(zip(self.past_names, state.past, strict=True))
+        if self.cache_device is not None:
+            logits, present = self._run_bound(feed, state.past)
+            return logits, DecoderState(mask, next_position, present)
+        feed.update(zip(self.past_names, (host(kv) for kv in state.past), strict=True))
         outputs = self.session.run(self.output_names, feed)
         return outputs[0], DecoderState(mask, next_position, list(outputs[1:]))
+
+    def _run_bound(
+        self, feed: dict[str, np.ndarray], past: list[Cache]
+    ) -> tuple[np.ndarray, list[Cache]]:
+        """One call with IO binding: logits to the host, the cache left on its device."""
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in zip(self.past_names, past, strict=True):
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.output_names[1:]:
+            binding.bind_output(name, self.cache_device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), list(outputs[1:])
 
     def empty_state(self, batch: int) -> DecoderState:
         """A state with no past (prefill)."""
@@ -131,20 +190,22 @@ class DecoderRunner:
         batch = first_logits.shape[0]
         generated: list[list[int]] = [[] for _ in range(batch)]
         logprob = np.zeros(batch, dtype=np.float64)
-        active = np.arange(batch)
+        rows = np.arange(batch)  # output row of each batch position; -1: finished, kept
         logits = first_logits
         for step in range(max_new_tokens):
-            scores = log_softmax(logits)
-            tokens = scores.argmax(axis=-1)
-            logprob[active] += scores[np.arange(len(active)), tokens]
-            still = tokens != eos_id
-            for row, token, going in zip(active, tokens, still, strict=True):
-                if going:
-                    generated[row].append(int(token))
+            tokens, chosen = greedy_pick(logits)
+            live = rows >= 0
+            logprob[rows[live]] += chosen[live]
+            still = live & (tokens != eos_id)
+            for row, token in zip(rows[still], tokens[still], strict=True):
+                generated[row].append(int(token))
             if not still.any() or step == max_new_tokens - 1:
                 break
             if not still.all():
-                keep = np.flatnonzero(still)
-                active, tokens, state = active[keep], tokens[keep], state.take(keep)
+                if self.compact_finished:
+                    keep = np.flatnonzero(still)
+                    rows, tokens, state = rows[keep], tokens[keep], state.take(keep)
+                else:  # finished rows keep decoding; their tokens are ignored
+                    rows = np.where(still, rows, -1)
             logits, state = self.step(tokens, state)
         return generated, logprob

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
 from .errors import ArtifactsError, MyceliumError
+from .manifest import ModelSpec
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -36,19 +40,73 @@ def choose_provider(requested: str = "auto") -> str:
     return requested
 
 
-def provider_list(name: str, cache_dir: Path | None = None) -> list:
+@dataclass(frozen=True)
+class ShapeLimits:
+    """The largest shapes the solver feeds a graph (TensorRT builds one profile for them)."""
+
+    rows: int  # batch rows per call
+    problem_tokens: int  # a problem's tokens (the prefix)
+    new_tokens: int  # tokens fed after the prefix: group suffix plus generated arguments
+    opt_rows: int = 16
+    opt_tokens: int = 64
+
+
+def shape_profiles(model: ModelSpec, limits: ShapeLimits) -> dict[str, str]:
+    """TensorRT's explicit min/opt/max shape profiles of one graph, from its manifest entry.
+
+    The manifest's symbolic dims are ``batch``, ``seq`` (fed tokens), ``past_seq`` (cached
+    tokens) and ``total_seq``; the cache is empty (length 0) when a problem is prefilled.
+    """
+    longest_past = limits.problem_tokens + limits.new_tokens
+    dims = {
+        "min": {"batch": 1, "seq": 1, "past_seq": 0, "total_seq": 1},
+        "opt": {"batch": limits.opt_rows, "seq": 8, "past_seq": limits.opt_tokens,
+                "total_seq": limits.opt_tokens + 8},
+        "max": {"batch": limits.rows, "seq": limits.problem_tokens, "past_seq": longest_past,
+                "total_seq": longest_past + limits.problem_tokens},
+    }
+    out = {}
+    for level, table in dims.items():
+        parts = []
+        for tensor in model.inputs:
+            sizes = [str(table[d]) if isinstance(d, str) else str(d) for d in tensor.shape]
+            parts.append(f"{tensor.name}:{'x'.join(sizes)}")
+        out[f"trt_profile_{level}_shapes"] = ",".join(parts)
+    return out
+
+
+def engine_cache_dir(model: ModelSpec) -> Path:
+    """Where TensorRT engines of this graph are cached: $MYCELIUM_TRT_CACHE or
+    ~/.cache/mycelium/tensorrt, one folder per graph hash (artifacts may be read-only)."""
+    root = os.environ.get("MYCELIUM_TRT_CACHE") or Path.home() / ".cache" / "mycelium" / "tensorrt"
+    return Path(root) / model.sha256[:16]
+
+
+def provider_list(name: str, tensorrt_options: Mapping[str, object] | None = None) -> list:
     """The providers argument for an InferenceSession (with CPU as the fallback)."""
     if name == "tensorrt":
-        options = {"trt_engine_cache_enable": True, "trt_fp16_enable": True}
-        if cache_dir is not None:
-            options["trt_engine_cache_path"] = str(cache_dir)
+        options = {"trt_engine_cache_enable": True, "trt_timing_cache_enable": True,
+                   "trt_fp16_enable": True, **(tensorrt_options or {})}
         return [(PROVIDERS["tensorrt"], options), PROVIDERS["cuda"], PROVIDERS["cpu"]]
     if name == "cuda":
         return [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     return [PROVIDERS["cpu"]]
 
 
-def make_session(path: Path, provider: str, threads: int | None = None) -> ort.InferenceSession:
+def cache_device(provider: str, io_binding: bool | None = None) -> str | None:
+    """Where decoder caches live between calls: the GPU for CUDA/TensorRT (IO binding),
+    numpy arrays on CPU unless ``io_binding`` asks for bound CPU tensors."""
+    if provider in ("cuda", "tensorrt"):
+        return "cuda" if io_binding is not False else None
+    return "cpu" if io_binding else None
+
+
+def make_session(
+    path: Path,
+    provider: str,
+    threads: int | None = None,
+    tensorrt_options: Mapping[str, object] | None = None,
+) -> ort.InferenceSession:
     """An InferenceSession for one graph, with graph optimisations on."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -58,7 +116,7 @@ def make_session(path: Path, provider: str, threads: int | None = None) -> ort.I
         options.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(
-            str(path), sess_options=options, providers=provider_list(provider, path.parent)
+            str(path), sess_options=options, providers=provider_list(provider, tensorrt_options)
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

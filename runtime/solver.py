@@ -25,7 +25,14 @@ from .models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
 from .results import SolveResult, Span
 from .scorer import TEMPLATE_LOGPROB, Scored, candidate_score, pick_answer
 from .segments import decode_spans
-from .sessions import choose_provider, make_session
+from .sessions import (
+    ShapeLimits,
+    cache_device,
+    choose_provider,
+    engine_cache_dir,
+    make_session,
+    shape_profiles,
+)
 from .spec import SolverSpec
 from .templates import classifier_suffix, extractor_suffix
 from .tokenization import TextTokenizer
@@ -87,6 +94,7 @@ class Solver:
         provider: str,
         threads: int | None,
         runners: Runners | None = None,
+        io_binding: bool | None = None,
     ):
         """Build from a validated manifest; ``runners`` replaces the onnxruntime ones
         (the PyTorch baseline of the benchmarks uses this; serving never does)."""
@@ -108,26 +116,32 @@ class Solver:
         special = self.spec.special_tokens
         self.pad_ids = {name: tok.token_id(special["pad"]) for name, tok in self.tokenizers.items()}
         self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
-        runners = runners or self._onnx_runners(threads)
+        runners = runners or self._onnx_runners(threads, cache_device(provider, io_binding))
         self.segmenter, self.classifier, self.extractor = runners
         self.operations = tuple(manifest.models["classifier"].labels or ())
         self.segmenter_labels = tuple(manifest.models["segmenter"].labels or ())
 
-    def _onnx_runners(self, threads: int | None) -> Runners:
-        sessions = {
-            name: make_session(safe_member(self.folder, model.file), self.provider, threads)
-            for name, model in self.manifest.models.items()
-        }
+    def _onnx_runners(self, threads: int | None, device: str | None) -> Runners:
+        limits = ShapeLimits(
+            rows=MAX_ROWS_PER_CALL,
+            problem_tokens=self.spec.max_problem_tokens,
+            new_tokens=self.spec.max_suffix_tokens + self.spec.max_new_tokens,
+        )
+        sessions = {}
+        for name, model in self.manifest.models.items():
+            tensorrt = None
+            if self.provider == "tensorrt":
+                tensorrt = {**shape_profiles(model, limits),
+                            "trt_engine_cache_path": str(engine_cache_dir(model))}
+            path = safe_member(self.folder, model.file)
+            sessions[name] = make_session(path, self.provider, threads, tensorrt)
+        models = self.manifest.models
         return (
             SegmenterRunner(sessions["segmenter"], self.pad_ids["segmenter"]),
-            DecoderRunner(
-                sessions["classifier"], self.manifest.models["classifier"],
-                self.pad_ids["classifier"],
-            ),
-            DecoderRunner(
-                sessions["extractor"], self.manifest.models["extractor"],
-                self.pad_ids["extractor"],
-            ),
+            DecoderRunner(sessions["classifier"], models["classifier"],
+                          self.pad_ids["classifier"], device),
+            DecoderRunner(sessions["extractor"], models["extractor"],
+                          self.pad_ids["extractor"], device),
         )
 
     @classmethod
@@ -138,11 +152,16 @@ class Solver:
         *,
         threads: int | None = None,
         verify: bool = True,
+        io_binding: bool | None = None,
     ) -> Solver:
-        """Load an artifacts folder (default: $MYCELIUM_ARTIFACTS or the embedded default)."""
+        """Load an artifacts folder (default: $MYCELIUM_ARTIFACTS or the embedded default).
+
+        ``io_binding``: keep decoder caches as onnxruntime tensors between calls (on the
+        GPU for CUDA/TensorRT, where it is on by default; off by default on CPU).
+        """
         folder = resolve_artifacts(artifacts)
         manifest = load_manifest(folder, verify=verify)
-        return cls(folder, manifest, choose_provider(provider), threads)
+        return cls(folder, manifest, choose_provider(provider), threads, io_binding=io_binding)
 
     # ------------------------------------------------------------------ stages
     def _segment(self, questions: list[str]) -> list[list[Span]]:

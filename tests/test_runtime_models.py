@@ -78,3 +78,29 @@ def test_finished_rows_stop_and_others_continue(solver: Solver) -> None:
     assert generated[0] == []
     assert all(token != first for token in generated[1])
     assert np.all(logprob <= 0)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_io_bound_cache_decodes_like_numpy(fp32_export, solver: Solver, compact: bool) -> None:
+    """IO binding (cache kept as onnxruntime tensors) and keeping finished rows in the
+    batch (what a device-resident cache does) give the same tokens and log-probabilities."""
+    bound = Solver.load(fp32_export.output, "cpu", io_binding=True)
+    assert bound.extractor.cache_device == "cpu" and solver.extractor.cache_device is None
+    bound.extractor.compact_finished = compact
+    prompts = [_ids(solver, "extractor", p + "<sep> Q0=12<op> SUB<args>") for p in PROBLEMS]
+    logits, state = solver.extractor.prefill(prompts)
+    eos = int(logits[0].argmax())  # row 0 finishes at once, row 1 goes on
+    want = solver.extractor.greedy(logits, state, eos_id=eos, max_new_tokens=6)
+    logits_b, state_b = bound.extractor.prefill(prompts)
+    np.testing.assert_allclose(logits_b, logits, atol=1e-5)
+    assert not isinstance(state_b.past[0], np.ndarray)  # the cache stayed an OrtValue
+    got = bound.extractor.greedy(logits_b, state_b, eos_id=eos, max_new_tokens=6)
+    assert got[0] == want[0] and want[0][0] == []
+    np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+
+
+def test_io_bound_solver_gives_the_same_answers(fp32_export, solver: Solver) -> None:
+    bound = Solver.load(fp32_export.output, "cpu", io_binding=True)
+    questions = [*PROBLEMS, "Ann reads 3 books a week for 4 weeks and 2 more."]
+    plain = [(r.answer_exact, r.error) for r in solver.solve(questions)]
+    assert [(r.answer_exact, r.error) for r in bound.solve(questions)] == plain

@@ -23,17 +23,23 @@ def main() -> None:
               help="Allow reading a text number as an equal constant when that makes the "
                    "program fit the search (off: a text number is always a Q; see "
                    "train/README.md).")
-def data(data: Path, out: Path, vocab_size: int, span_constants: bool) -> None:
+@click.option("--unreachable-steps/--reachable-steps-only", default=True, show_default=True,
+              help="Also train the classifier and extractor on the steps of aligned train "
+                   "problems the search cannot reach (their gold-order programs).")
+def data(
+    data: Path, out: Path, vocab_size: int, span_constants: bool, unreachable_steps: bool
+) -> None:
     """Derive spans, programs, specialist examples, coverage and the tokenizer."""
     from .data import build
 
-    coverage = build(data, out, vocab_size, span_constants)
+    coverage = build(data, out, vocab_size, span_constants, unreachable_steps)
     for split, figures in coverage["splits"].items():
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "
             f"aligned {figures['aligned_fraction']:.1%}, "
             f"reachable {figures['reachable_fraction']:.1%}, "
-            f"quantities used {figures['aligned_quantities_used_fraction']:.1%} (aligned)"
+            f"quantities used {figures['aligned_quantities_used_fraction']:.1%} (aligned), "
+            f"{figures['step_records']} step records"
         )
     click.echo(f"wrote {out}")
 

@@ -56,7 +56,14 @@ def problem_record(number: int, question: str, derivation: Derivation) -> dict[s
 
 
 def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
-    """(classifier, extractor) records of a reachable problem's non-template steps."""
+    """(classifier, extractor) records of an aligned problem's non-template steps.
+
+    For a reachable problem, the steps of its search-ordered program; for an aligned but
+    unreachable one, the steps of its gold-order program (each step with the spans it
+    introduces, in text order): the same (group, operation, arguments) readings, which the
+    step-local classifier and extractor learn from although the search cannot chain them.
+    ``reachable`` on each record tells which.
+    """
     texts = [span["text"] for span in record["spans"]]
     for step in record["program"]:
         if not step["args"]:  # a bridging template: no model call
@@ -65,8 +72,9 @@ def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
             "id": record["id"],
             "split": record["split"],
             "question": record["question"],
-            "group": [[index, texts[index]] for index in step["group"]],
+            "group": [[index, texts[index]] for index in sorted(step["group"])],
             "op": step["op"],
+            "reachable": bool(record["reachable"]),
         }
         yield base, {**base, "target": " ".join(step["args"])}
 
@@ -80,7 +88,7 @@ def _new_stats() -> dict[str, Any]:
         "program_steps": Counter(), "spans": Counter(), "used_spans": Counter(),
         "endings": Counter(),
         "arg_sources": Counter(), "constants": Counter(), "ops": Counter(),
-        "spans_not_on_token_bounds": 0, "segmenter": 0,
+        "spans_not_on_token_bounds": 0, "segmenter": 0, "step_records": 0,
         "aligned_quantities": 0, "aligned_quantities_used": 0,
         "reachable_quantities": 0, "reachable_quantities_used": 0,
     }
@@ -139,12 +147,19 @@ def _finish(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(
-    data: Path, out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, span_constants: bool = False
+    data: Path,
+    out: Path,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    span_constants: bool = False,
+    unreachable_steps: bool = True,
 ) -> dict[str, Any]:
     """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
 
     ``span_constants``: see ``constant_for_span`` of :func:`mycelium.train.align.derive`;
     the coverage also says how many problems stay reachable without it.
+    ``unreachable_steps``: also write classifier/extractor records for the steps of aligned
+    but unreachable *train* problems (dev records stay reachable-only, so dev figures keep
+    measuring what the search can use).
     """
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -185,15 +200,20 @@ def build(
                 {"id": record["id"], "split": record["split"], "question": record["question"],
                  "spans": spans, "used": [s["used"] for s in record["spans"]]},
                 ensure_ascii=False) + "\n")
-            if not record["reachable"]:
+            steps_wanted = record["reachable"] or (
+                unreachable_steps and record["split"] == "train"
+            )
+            if not steps_wanted:
                 continue
             for cls_record, ext_record in step_records(record):
+                split_stats["step_records"] += 1
                 classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
                 extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")
 
     coverage = {
         "data": str(data),
         "span_constants": span_constants,
+        "unreachable_steps": unreachable_steps,
         "splits": {split: _finish(stats[split]) for split in SPLITS},
         "tokenizer": {
             "vocab_size": tokenizer.get_vocab_size(),
