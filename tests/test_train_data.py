@@ -290,7 +290,12 @@ def test_data_command(tmp_path: Path) -> None:
     assert segmenter[-1]["used"] == [True, False, True, True]
     extractor = [json.loads(line) for line in (out / "extractor.jsonl").read_text().splitlines()]
     classifier = (out / "classifier.jsonl").read_text().splitlines()
-    assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3 + 2  # templates excluded
+    # templates excluded; the aligned but unreachable train problem adds its 2 gold steps
+    assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3 + 2 + 2
+    conflict = [r for r in extractor if r["id"] == 5]
+    assert [(r["group"], r["op"], r["target"], r["reachable"]) for r in conflict] == [
+        ([[1, "3"], [2, "4"]], "MUL", "Q1 Q2", False), ([[0, "15"]], "ADD", "Q0 R1", False)]
+    assert all(r["reachable"] for r in extractor if r["id"] != 5)
     assert extractor[0]["group"] == [[0, "48"]] and extractor[0]["target"] == "Q0 C2"
     assert extractor[-2]["group"] == [[0, "3"], [2, "12"]]  # global indices
     assert extractor[-2]["target"] == "Q0 Q2" and extractor[-1]["target"] == "R1 Q3"
@@ -302,3 +307,9 @@ def test_data_command(tmp_path: Path) -> None:
     assert train["reasons"] == {"order_conflict": 1, "unaligned_operand:integer": 1}
     assert train["aligned_quantities_used"] == train["aligned_quantities"] - 1
     assert (out / "tokenizer.json").is_file()
+    assert coverage["unreachable_steps"] is True and train["step_records"] == 14
+    strict = tmp_path / "strict"
+    result = CliRunner().invoke(main, ["data", "--data", str(data), "--out", str(strict),
+                                       "--vocab-size", "300", "--reachable-steps-only"])
+    assert result.exit_code == 0, result.output
+    assert len((strict / "extractor.jsonl").read_text().splitlines()) == 14
