@@ -55,6 +55,7 @@ class _Context:
         self.constants = constants
         self.limits = limits
         self.results: list[Fraction] = []
+        self.consumed: set[int] = set()  # indices of results some later step used
 
     def resolve(self, arg: object, where: str) -> Fraction:
         """The exact value of one argument, or raise :class:`ExecutionError`."""
@@ -67,6 +68,7 @@ class _Context:
             if index is None or not 1 <= index <= len(self.results):
                 text = _int_text(index) if index is not None else "?"
                 raise ExecutionError(f"unresolved reference R{text} {where}")
+            self.consumed.add(len(self.results) - index)
             return self.results[-index]
         if arg.kind == "constant":
             return self._constant(arg, where)
@@ -131,11 +133,14 @@ def _run_template(step: Step, context: _Context, where: str) -> StepTrace:
                 result = fold("DIV", [result, Fraction(len(used))], limits, where)
     count = len(results)
     start = count - len(used)
+    context.consumed.update(range(start, count))
     traced = [(Arg.result(count - i), results[i]) for i in range(start, count)]
     return StepTrace(op=step.op, args=traced, result=result)
 
 
-def _run(program: Program, context: _Context, traces: list[StepTrace]) -> Fraction:
+def _run(
+    program: Program, context: _Context, traces: list[StepTrace], connected: bool = False
+) -> Fraction:
     limits = context.limits
     if not isinstance(program, (tuple, list)):
         raise ExecutionError("program must be a tuple of steps")
@@ -157,6 +162,10 @@ def _run(program: Program, context: _Context, traces: list[StepTrace]) -> Fracti
             raise ExecutionError(f"unknown operation {_name_text(step.op)} {where}")
         traces.append(trace)
         context.results.append(trace.result)
+    if connected:
+        unused = [k for k in range(len(program) - 1) if k not in context.consumed]
+        if unused:
+            raise ExecutionError(f"result of step {unused[0]} is never used")
     return context.results[-1]
 
 
@@ -166,8 +175,12 @@ def execute(
     *,
     constants: Collection[Fraction] = DEFAULT_CONSTANTS,
     limits: Limits = DEFAULT_LIMITS,
+    connected: bool = False,
 ) -> ExecutionResult:
     """Run ``program`` exactly; the answer is the last step's result.
+
+    ``connected``: every step's result but the last must be used by a later step (a step
+    the answer does not depend on makes the program invalid).
 
     Never raises: an invalid program or input gives ``ok=False`` with an explicit
     ``error`` (steps are numbered from 0) and the trace of the steps run before it.
@@ -176,7 +189,7 @@ def execute(
     try:
         if not isinstance(limits, Limits):
             return ExecutionResult(False, None, traces, "limits must be a Limits")
-        value = _run(program, _Context(quantities, constants, limits), traces)
+        value = _run(program, _Context(quantities, constants, limits), traces, connected)
     except ExecutionError as exc:
         return ExecutionResult(False, None, traces, str(exc))
     except Exception as exc:  # hostile inputs (odd containers, broken __eq__ ...)

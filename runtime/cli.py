@@ -20,11 +20,14 @@ from .records import InputRecord, dump_record, id_key, read_records, written_ids
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def _load_solver(artifacts: str | None, provider: str, threads: int | None, verify: bool):
+def _load_solver(
+    artifacts: str | None, provider: str, threads: int | None, verify: bool,
+    search: tuple[str, ...] = (),
+):
     from .solver import Solver
 
     try:
-        return Solver.load(artifacts, provider, threads=threads, verify=verify)
+        return Solver.load(artifacts, provider, threads=threads, verify=verify, search=search)
     except MyceliumError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -36,6 +39,11 @@ def main() -> None:
 
 def artifact_options(func):
     """Options shared by every command that loads specialists."""
+    func = click.option(
+        "--search", "search", multiple=True, metavar="KEY=VALUE",
+        help="Override a search setting of the artifacts' mycelium.json (repeatable), "
+             "e.g. --search permute_chunks=1.",
+    )(func)
     func = click.option(
         "--no-verify", is_flag=True, help="Skip the sha256 check of the artifact files."
     )(func)
@@ -151,13 +159,13 @@ def _error_record(record_id: Any, message: str | None) -> dict[str, Any]:
 @artifact_options
 def solve(input_path: str, output: str | None, text: str | None, batch_size: int, resume: bool,
           quiet: bool, artifacts: str | None, provider: str, threads: int | None,
-          no_verify: bool) -> None:
+          no_verify: bool, search: tuple[str, ...]) -> None:
     """Solve the problems of a JSONL file (or stdin): one result record per input line.
 
     Each line is an object with "question" and an optional "id"; other fields are
     ignored. Empty lines are skipped. A bad line gets an error record; the run goes on.
     """
-    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     if text is not None:
         from .solver import describe
 
@@ -210,14 +218,15 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
 
 @main.command(context_settings=CONTEXT)
 @artifact_options
-def info(artifacts: str | None, provider: str, threads: int | None, no_verify: bool) -> None:
+def info(artifacts: str | None, provider: str, threads: int | None, no_verify: bool,
+         search: tuple[str, ...]) -> None:
     """Print the artifacts in use, their manifest summary, versions and providers as JSON."""
     import numpy
     import onnxruntime
     import sympy
     import tokenizers
 
-    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     payload = {
         "artifacts": str(solver.folder),
         "manifest": solver.manifest.summary(),
@@ -244,14 +253,15 @@ def info(artifacts: str | None, provider: str, threads: int | None, no_verify: b
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @artifact_options
 def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
-             artifacts: str | None, provider: str, threads: int | None, no_verify: bool) -> None:
+             artifacts: str | None, provider: str, threads: int | None, no_verify: bool,
+             search: tuple[str, ...]) -> None:
     """Attribute each lost problem to a stage (records must carry a gold answer).
 
     Gold is read only after solving, to attribute errors; the solver never sees it.
     """
     from .diagnose import run_diagnosis
 
-    solver = _load_solver(artifacts, provider, threads, not no_verify)
+    solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     try:
         summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size)
     except MyceliumError as exc:

@@ -5,11 +5,16 @@ The search takes a few *used sets* (the segmenter's reading, then the readings
 with one uncertain span flipped), splits each used set, in text order, into
 consecutive chunks of 1..``max_group_size`` spans (one step per chunk), and may
 end a candidate with a tail step that consumes no new span (learned: the empty
-group) or with a bridging template.
+group) or with a bridging template. The chunks' steps may run in any order
+(:func:`chunk_orders`, for at most ``permute_chunks`` chunks): a step reads
+earlier results by relative reference, so the order decides which results it
+reads; :func:`references_ok` drops orders whose references cannot resolve, or
+that leave a result unused, before anything is executed.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -107,3 +112,40 @@ def candidates(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Candidate]:
                     continue
                 out.append(Candidate(chunks, tail, used.logprob))
     return out
+
+
+def chunk_orders(count: int, spec: SearchSpec) -> Iterator[tuple[int, ...]]:
+    """Orders in which ``count`` chunk steps may run: text order first, then (for at most
+    ``spec.permute_chunks`` chunks) every other permutation."""
+    identity = tuple(range(count))
+    yield identity
+    if 1 < count <= spec.permute_chunks:
+        for order in itertools.permutations(identity):
+            if order != identity:
+                yield order
+
+
+def inversions(order: Sequence[int]) -> int:
+    """Pairs of chunks that run out of text order."""
+    return sum(1 for a, b in itertools.combinations(order, 2) if a > b)
+
+
+def references_ok(
+    refs: Sequence[Sequence[int]], template: str | None = None, connected: bool = True
+) -> bool:
+    """Whether steps with these relative result references (``R1`` = the previous step's
+    result) can run: every reference resolves and, if ``connected``, every result but
+    the last is used by a later step or by the ending ``template`` (which reads all
+    results, or the last two for DERIVED_MUL)."""
+    consumed: set[int] = set()
+    for position, step_refs in enumerate(refs):
+        for ref in step_refs:
+            if not 1 <= ref <= position:
+                return False
+            consumed.add(position - ref)
+    count = len(refs)
+    if template is not None:
+        first = max(count - 2, 0) if template == "DERIVED_MUL" else 0
+        consumed.update(range(first, count))
+        count += 1
+    return not connected or all(k in consumed for k in range(count - 1))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from .sessions import (
     make_session,
     shape_profiles,
 )
-from .spec import SolverSpec
+from .spec import SolverSpec, override_search
 from .templates import classifier_suffix, extractor_suffix
 from .tokenization import TextTokenizer
 
@@ -41,6 +42,7 @@ STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memory)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
+MAX_READING_COMBINATIONS = 16  # reading combinations per candidate grouping
 
 
 Runners = tuple[SegmenterRunner, DecoderRunner, DecoderRunner]
@@ -95,6 +97,7 @@ class Solver:
         threads: int | None,
         runners: Runners | None = None,
         io_binding: bool | None = None,
+        search: Iterable[str] = (),
     ):
         """Build from a validated manifest; ``runners`` replaces the onnxruntime ones
         (the PyTorch baseline of the benchmarks uses this; serving never does)."""
@@ -102,6 +105,8 @@ class Solver:
         self.manifest = manifest
         self.provider = provider
         self.spec = SolverSpec.from_dict(manifest.mycelium)
+        if search:
+            self.spec = replace(self.spec, search=override_search(self.spec.search, search))
         self.constants = frozenset(
             value for value in (parse_number(text) for text in self.spec.constants)
             if value is not None
@@ -153,15 +158,20 @@ class Solver:
         threads: int | None = None,
         verify: bool = True,
         io_binding: bool | None = None,
+        search: Iterable[str] = (),
     ) -> Solver:
         """Load an artifacts folder (default: $MYCELIUM_ARTIFACTS or the embedded default).
 
         ``io_binding``: keep decoder caches as onnxruntime tensors between calls (on the
         GPU for CUDA/TensorRT, where it is on by default; off by default on CPU).
+        ``search``: ``KEY=VALUE`` overrides of the artifacts' search settings.
         """
         folder = resolve_artifacts(artifacts)
         manifest = load_manifest(folder, verify=verify)
-        return cls(folder, manifest, choose_provider(provider), threads, io_binding=io_binding)
+        return cls(
+            folder, manifest, choose_provider(provider), threads,
+            io_binding=io_binding, search=search,
+        )
 
     # ------------------------------------------------------------------ stages
     def _segment(self, questions: list[str]) -> list[list[Span]]:
@@ -310,26 +320,44 @@ class Solver:
         trace: bool = False,
     ) -> SolveResult:
         """Enumerate candidates, execute the best-scored ones, pick the answer."""
-        best_variant: dict[tuple[int, ...], Variant] = {}
-        for group, options in variants.items():
-            parsed = [v for v in options if v.args is not None]
+        spec = self.spec.search
+        options: dict[tuple[int, ...], list[Variant]] = {}
+        for group, found in variants.items():
+            parsed = sorted((v for v in found if v.args is not None), key=lambda v: -v.logprob)
             if parsed:
-                best_variant[group] = max(parsed, key=lambda v: v.logprob)
+                options[group] = parsed[: spec.readings_per_group]
         ranked = []
-        for index, cand in enumerate(search.candidates(sets, self.spec.search)):
-            steps, logprobs = self._program(cand, best_variant)
-            if steps is not None:
-                ranked.append((candidate_score([*logprobs, cand.used_logprob]), index, steps))
-        ranked.sort(key=lambda item: -item[0])
+        for index, cand in enumerate(search.candidates(sets, spec)):
+            for readings in self._readings(cand, options):
+                logprobs = [v.logprob for v in readings]
+                if cand.tail not in (None, "LEARNED"):
+                    logprobs.append(TEMPLATE_LOGPROB)
+                ranked.append((candidate_score([*logprobs, cand.used_logprob]), index, cand,
+                               readings))
+        ranked.sort(key=lambda item: (-item[0], item[1]))
         quantities = [span.value for span in spans]
         valid: list[Scored] = []
-        budget = self.spec.search.max_candidates
-        for score, index, steps in ranked[: budget * MAX_EXECUTIONS_FACTOR]:
-            result = execute(steps, quantities, constants=self.constants)
-            if result.ok:
-                valid.append(Scored(score, result, index))
-                if len(valid) >= budget:
-                    break
+        budget = spec.max_candidates
+        executions = 0
+        for score, index, cand, readings in ranked:
+            if len(valid) >= budget or executions >= budget * MAX_EXECUTIONS_FACTOR:
+                break
+            template = cand.tail if cand.tail not in (None, "LEARNED") else None
+            chunks = len(cand.chunks)
+            for order in search.chunk_orders(chunks, spec):
+                steps = [readings[i] for i in order] + readings[chunks:]
+                refs = [[a.index for a in v.args if a.kind == "result"] for v in steps]
+                if not search.references_ok(refs, template, spec.connected):
+                    continue
+                program = [Step(v.op, v.args) for v in steps]
+                if template is not None:
+                    program.append(Step(template, ()))
+                executions += 1
+                result = execute(tuple(program), quantities, constants=self.constants,
+                                 connected=spec.connected)
+                if result.ok:
+                    order_score = score + spec.inversion_logprob * search.inversions(order)
+                    valid.append(Scored(order_score, result, index))
         best, confidence = pick_answer(valid)
         debug = (
             {
@@ -354,27 +382,19 @@ class Solver:
             trace=debug,
         )
 
-    def _program(
-        self, cand: search.Candidate, best_variant: dict[tuple[int, ...], Variant]
-    ) -> tuple[tuple[Step, ...] | None, list[float]]:
-        steps: list[Step] = []
-        logprobs: list[float] = []
-        for chunk in cand.chunks:
-            variant = best_variant.get(chunk)
-            if variant is None or variant.args is None:
-                return None, []
-            steps.append(Step(variant.op, variant.args))
-            logprobs.append(variant.logprob)
-        if cand.tail == "LEARNED":
-            variant = best_variant.get(())
-            if variant is None or variant.args is None:
-                return None, []
-            steps.append(Step(variant.op, variant.args))
-            logprobs.append(variant.logprob)
-        elif cand.tail is not None:
-            steps.append(Step(cand.tail, ()))
-            logprobs.append(TEMPLATE_LOGPROB)
-        return tuple(steps), logprobs
+    @staticmethod
+    def _readings(
+        cand: search.Candidate, options: dict[tuple[int, ...], list[Variant]]
+    ) -> Iterator[list[Variant]]:
+        """Combinations of the groups' readings (each chunk's, then the learned tail's), the
+        best first, at most MAX_READING_COMBINATIONS; none if a group has no parsed one."""
+        groups = [*cand.chunks, ()] if cand.tail == "LEARNED" else list(cand.chunks)
+        lists = [options.get(group) for group in groups]
+        if any(not found for found in lists):
+            return
+        combos = itertools.product(*lists)  # type: ignore[arg-type]
+        for combo in itertools.islice(combos, MAX_READING_COMBINATIONS):
+            yield list(combo)
 
 
 def program_record(result: ExecutionResult, spans: list[Span]) -> list[dict[str, Any]]:

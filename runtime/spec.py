@@ -6,7 +6,8 @@ exporter, and read by the runtime through :class:`SolverSpec`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
@@ -50,6 +51,47 @@ class SearchSpec:
     ops_per_group: int = 2  # top-k operations from the classifier tried per group
     min_op_prob: float = 0.0  # operations after the first need this probability to be extracted
     tail_templates: tuple[str, ...] = ("ACC_ADD", "ACC_SUB", "AVG", "DERIVED_MUL")
+    permute_chunks: int = 4  # chunks may run in any order when a candidate has at most this many
+    connected: bool = True  # every step's result must be used by a later step (else invalid)
+    readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
+    inversion_logprob: float = -0.7  # score prior per pair of chunks run out of text order
+
+
+def _parse_setting(key: str, text: str, current: Any) -> Any:
+    """One search setting from text, typed like its current value."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(item for item in text.split(",") if item)
+    except ValueError:
+        pass
+    raise ArtifactsError(f"--search {key}={text}: expected a {type(current).__name__}")
+
+
+def override_search(search: SearchSpec, settings: Iterable[str]) -> SearchSpec:
+    """``search`` with ``KEY=VALUE`` settings applied (e.g. ``permute_chunks=1``)."""
+    names = {f.name for f in fields(SearchSpec)}
+    changes = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            choices = ", ".join(sorted(names))
+            raise ArtifactsError(
+                f"--search {setting!r}: expected KEY=VALUE with KEY one of {choices}"
+            )
+        changes[key] = _parse_setting(key, text.strip(), getattr(search, key))
+    out = replace(search, **changes)
+    if not 0 <= out.min_op_prob < 1 or out.ops_per_group < 1 or out.max_group_size < 1:
+        raise ArtifactsError("--search: min_op_prob must be in [0, 1), sizes at least 1")
+    return out
 
 
 @dataclass(frozen=True)

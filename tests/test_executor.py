@@ -390,3 +390,17 @@ def test_well_formed_programs_stay_bounded(ops, quantities, data):
 def test_format_and_parse_round_trip(value):
     for text in (format_fraction(value), C(value).to_text()[1:]):
         assert parse_number(text) == (value if len(text) <= 40 else None)
+
+
+def test_connected_programs_use_every_result() -> None:
+    q = [Fraction(3), Fraction(4), Fraction(5)]
+    loose = (Step("ADD", (Arg.quantity(0), Arg.quantity(1))),
+             Step("MUL", (Arg.quantity(1), Arg.quantity(2))))
+    assert execute(loose, q).value == 20  # allowed unless asked for
+    result = execute(loose, q, connected=True)
+    assert not result.ok and "step 0 is never used" in result.error
+    chained = (Step("ADD", (Arg.quantity(0), Arg.quantity(1))),
+               Step("MUL", (Arg.result(1), Arg.quantity(2))))
+    assert execute(chained, q, connected=True).value == 35
+    summed = (*loose, Step("ACC_ADD", ()))
+    assert execute(summed, q, connected=True).value == 27

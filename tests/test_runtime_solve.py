@@ -82,8 +82,7 @@ def artifacts(fp32_export) -> Path:
     return fp32_export.output
 
 
-@pytest.fixture(scope="module")
-def fake_solver(artifacts: Path) -> Solver:
+def _fake(artifacts: Path, search: tuple[str, ...] = ()) -> Solver:
     manifest = load_manifest(artifacts)
     real = Solver(artifacts, manifest, "cpu", None)
     runners = (
@@ -91,7 +90,12 @@ def fake_solver(artifacts: Path) -> Solver:
         FakeClassifier(),
         FakeExtractor(real.tokenizers["extractor"], real.eos_id),
     )
-    return Solver(artifacts, manifest, "cpu", None, runners=runners)
+    return Solver(artifacts, manifest, "cpu", None, runners=runners, search=search)
+
+
+@pytest.fixture(scope="module")
+def fake_solver(artifacts: Path) -> Solver:
+    return _fake(artifacts)
 
 
 def test_search_executor_and_scorer_answer_exactly(fake_solver: Solver) -> None:
@@ -250,9 +254,16 @@ def test_environment_variable_selects_artifacts(artifacts: Path, monkeypatch) ->
     assert payload["artifacts"] == str(artifacts)
 
 
-def test_diagnose_attributes_and_labels_the_oracle(fake_solver: Solver, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("readings", "stage"),
+                         [(1, "wrong_operation"), (2, "scorer_picked_wrong")])
+def test_diagnose_attributes_and_labels_the_oracle(
+    artifacts: Path, tmp_path: Path, readings: int, stage: str
+) -> None:
+    """The fake reads ADD first: with one reading per group the loss is the operation's;
+    with two, SUB (second) gives the gold 5 as a valid candidate that the scorer passes by."""
     from mycelium.runtime.diagnose import run_diagnosis
 
+    fake_solver = _fake(artifacts, (f"readings_per_group={readings}",))
     source = tmp_path / "gold.jsonl"
     rows = [
         {"id": "right", "question": "Tom has 3 apples and buys 4 more. How many apples?",
@@ -267,7 +278,7 @@ def test_diagnose_attributes_and_labels_the_oracle(fake_solver: Solver, tmp_path
     summary = run_diagnosis(fake_solver, str(source), str(report))
     assert summary["problems"] == 3  # the record without gold is not counted
     assert summary["lost_by_stage"]["correct"] == 2
-    assert summary["lost_by_stage"]["wrong_operation"] == 1  # the fake always reads ADD
+    assert summary["lost_by_stage"][stage] == 1
     assert summary["oracle_gold_spans"]["label"].startswith("ORACLE")
     stages = {p["id"]: p["stage"] for p in json.loads(report.read_text())["problems"]}
-    assert stages == {"right": "correct", "wrong-op": "wrong_operation", "plain-gold": "correct"}
+    assert stages == {"right": "correct", "wrong-op": stage, "plain-gold": "correct"}

@@ -2,6 +2,10 @@
 
 import math
 
+import pytest
+
+from mycelium.runtime import search
+from mycelium.runtime.errors import ArtifactsError
 from mycelium.runtime.search import (
     Candidate,
     UsedSet,
@@ -60,3 +64,50 @@ def test_search_is_bounded_for_many_spans() -> None:
 def test_templates_need_two_steps() -> None:
     for cand in candidates([UsedSet((4,), 0.0)], SearchSpec()):
         assert cand.tail in (None, "LEARNED")
+
+
+# ------------------------------------------------------------------ chunk orders
+def test_chunk_orders_text_order_first_and_bounded() -> None:
+    spec = SearchSpec(permute_chunks=3)
+    orders = list(search.chunk_orders(3, spec))
+    assert orders[0] == (0, 1, 2) and len(orders) == 6 == len(set(orders))
+    assert list(search.chunk_orders(4, spec)) == [(0, 1, 2, 3)]  # over the bound: text order
+    assert list(search.chunk_orders(3, SearchSpec(permute_chunks=1))) == [(0, 1, 2)]
+    assert search.inversions((0, 1, 2)) == 0 and search.inversions((2, 1, 0)) == 3
+
+
+@pytest.mark.parametrize(
+    ("refs", "template", "ok"),
+    [
+        ([[], [1]], None, True),  # step 1 reads step 0
+        ([[1], []], None, False),  # step 0 reads a result that does not exist yet
+        ([[], []], None, False),  # step 0's result is never used
+        ([[], [], [2, 1]], None, True),
+        ([[], [], [1]], None, False),  # step 0 unused
+        ([[], []], "ACC_ADD", True),  # the template reads every result
+        ([[], [], []], "DERIVED_MUL", False),  # reads only the last two
+        ([[], [], [1]], "DERIVED_MUL", False),
+        ([[], [1], []], "DERIVED_MUL", True),
+        ([[]], None, True),
+    ],
+)
+def test_references_ok(refs, template, ok) -> None:
+    assert search.references_ok(refs, template) is ok
+
+
+def test_references_ok_without_connectedness_only_checks_resolution() -> None:
+    assert search.references_ok([[], []], connected=False)
+    assert not search.references_ok([[2], []], connected=False)
+
+
+def test_search_overrides_are_typed_and_checked() -> None:
+    from mycelium.runtime.spec import override_search
+
+    spec = override_search(SearchSpec(), ["permute_chunks=1", "connected=false",
+                                          "inversion_logprob=-2.5", "tail_templates=AVG"])
+    assert (spec.permute_chunks, spec.connected, spec.inversion_logprob) == (1, False, -2.5)
+    assert spec.tail_templates == ("AVG",)
+    for bad in (["nope=1"], ["permute_chunks"], ["permute_chunks=x"], ["connected=maybe"],
+                ["ops_per_group=0"]):
+        with pytest.raises(ArtifactsError, match="--search"):
+            override_search(SearchSpec(), bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -170,10 +171,37 @@ def test_derived_programs_execute_to_the_answer() -> None:
         assert result.ok and result.value == d.answer
 
 
+NONCONTIGUOUS = (  # the first step multiplies the first and the third quantity
+    "Tom has 15 pens, 3 cups and 4 boxes.",
+    "15*4=<<15*4=60>>60. 60+3=<<60+3=63>>63\n#### 63",
+)
+
+
+@pytest.fixture
+def text_order_only(monkeypatch):
+    """The search as it was before chunk orders were permuted (permute_chunks=1)."""
+    from mycelium.train import align
+
+    monkeypatch.setattr(align, "SEARCH", replace(align.SEARCH, permute_chunks=1))
+
+
+def test_chunks_may_run_out_of_text_order() -> None:
+    d = derive(*CONFLICT)  # 15 + 3*4: the step over the later spans runs first
+    assert d.reachable
+    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "Q0 R1", [0])]
+    program = to_executor(d.program)
+    assert execute(program, [s.value for s in d.spans], connected=True).value == 27
+
+
+def test_text_order_only_search_cannot_reach_the_conflict(text_order_only) -> None:
+    d = derive(*CONFLICT)
+    assert not d.reachable and d.reason == "order_conflict"
+
+
 @pytest.mark.parametrize(
     ("problem", "reason"),
     [
-        (CONFLICT, "order_conflict"),
+        (NONCONTIGUOUS, "noncontiguous_group"),
         (("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65"), "unaligned_operand:integer"),
         (("Ann has 5 pens.", "5*2=<<5*2=10>>10\n#### 11"), "answer_not_a_step_result"),
         (("Ann has 5 pens.", "It is 5 words.\n#### 5"), "no_annotation"),
@@ -188,13 +216,13 @@ def test_unreachable_reasons(problem: tuple[str, str], reason: str) -> None:
 
 
 def test_aligned_but_unreachable_keeps_its_gold_program() -> None:
-    d = derive(*CONFLICT)
+    d = derive(*NONCONTIGUOUS)
     assert d.aligned and [s.text for s in d.spans] == ["15", "3", "4"]
     assert d.used == [True, True, True]
-    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "Q0 R1", [0])]
+    assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("ADD", "R1 Q1", [1])]
 
 
-def test_span_value_read_as_constant_only_when_allowed() -> None:
+def test_span_value_read_as_constant_only_when_allowed(text_order_only) -> None:
     strict = derive(*SPAN_CONSTANT)  # off by default: a text number is always a Q
     assert not strict.reachable and strict.reason == "order_conflict"
     assert strict.used == [True, True, True]
@@ -264,7 +292,7 @@ def test_bio_labels_used_and_unused(tokenizer) -> None:
 
 # ------------------------------------------------------------------ the data command
 def test_data_command(tmp_path: Path) -> None:
-    problems = [NATALIA, PENS, WEEK, SWAPPED, TEMPLATE, CONFLICT,
+    problems = [NATALIA, PENS, WEEK, SWAPPED, TEMPLATE, NONCONTIGUOUS,
                 ("Ann has 5 pens.", "5*13=<<5*13=65>>65\n#### 65"), DISTRACTOR]
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in problems))
@@ -281,7 +309,7 @@ def test_data_command(tmp_path: Path) -> None:
         {"start": 68, "end": 72, "text": "half", "value": "1/2", "used": False},
     ]
     assert records[0]["program"][1] == {"op": "ADD", "args": ["Q0", "R1"], "group": []}
-    assert records[0]["answer"] == "72" and records[5]["reason"] == "order_conflict"
+    assert records[0]["answer"] == "72" and records[5]["reason"] == "noncontiguous_group"
     assert [s["used"] for s in records[6]["spans"]] == [None]  # unaligned: unknown
     segmenter = [json.loads(line) for line in (out / "segmenter.jsonl").read_text().splitlines()]
     assert [r["id"] for r in segmenter] == [0, 1, 2, 3, 4, 5, 7]  # aligned, reachable or not
@@ -294,7 +322,7 @@ def test_data_command(tmp_path: Path) -> None:
     assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3 + 2 + 2
     conflict = [r for r in extractor if r["id"] == 5]
     assert [(r["group"], r["op"], r["target"], r["reachable"]) for r in conflict] == [
-        ([[1, "3"], [2, "4"]], "MUL", "Q1 Q2", False), ([[0, "15"]], "ADD", "Q0 R1", False)]
+        ([[0, "15"], [2, "4"]], "MUL", "Q0 Q2", False), ([[1, "3"]], "ADD", "R1 Q1", False)]
     assert all(r["reachable"] for r in extractor if r["id"] != 5)
     assert extractor[0]["group"] == [[0, "48"]] and extractor[0]["target"] == "Q0 C2"
     assert extractor[-2]["group"] == [[0, "3"], [2, "12"]]  # global indices
@@ -304,7 +332,7 @@ def test_data_command(tmp_path: Path) -> None:
     assert coverage["span_constants"] is False
     train = coverage["splits"]["train"]
     assert train["problems"] == 7 and train["reachable"] == 5 and train["segmenter"] == 6
-    assert train["reasons"] == {"order_conflict": 1, "unaligned_operand:integer": 1}
+    assert train["reasons"] == {"noncontiguous_group": 1, "unaligned_operand:integer": 1}
     assert train["aligned_quantities_used"] == train["aligned_quantities"] - 1
     assert (out / "tokenizer.json").is_file()
     assert coverage["unreachable_steps"] is True and train["step_records"] == 14

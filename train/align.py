@@ -263,12 +263,18 @@ def _reorder(
     spans_of = {j: {rank[a.ref] for a in steps[j].args if a.kind == "Q"} for j in kept}
     failure = {"depth": -1, "reason": "unreachable"}
     nodes = 0
+    any_order = SEARCH.permute_chunks > 1
 
     def fail(depth: int, reason: str) -> None:
         if depth > failure["depth"]:
             failure.update(depth=depth, reason=reason)
 
     def finish(placed: list[int], groups: list[list[int]]) -> _Order | None:
+        if any_order and len(groups) > SEARCH.permute_chunks:
+            starts = [group[0] for group in groups]
+            if starts != sorted(starts):
+                fail(n, "order_conflict")  # out of text order with too many chunks
+                return None
         remaining = [j for j in kept if j not in placed]
         if not remaining:
             return _Order(placed, groups)
@@ -282,40 +288,46 @@ def _reorder(
         fail(n + 1, "multi_step_tail")
         return None
 
-    def search(placed: list[int], groups: list[list[int]], p: int) -> _Order | None:
+    def search(
+        placed: list[int], groups: list[list[int]], covered: frozenset[int]
+    ) -> _Order | None:
         nonlocal nodes
         nodes += 1
+        depth = len(covered)
         if nodes > MAX_ORDER_NODES:
-            fail(p, "order_search_budget")
+            fail(depth, "order_search_budget")
             return None
-        if p == n:
+        if depth == n:
             return finish(placed, groups)
+        first_free = min(r for r in range(n) if r not in covered)
         owner_ready = False
         span_free_ready = False
-        for j in kept:
-            if j in placed or not deps[j] <= set(placed):
-                continue
-            new = sorted(r for r in spans_of[j] if r >= p)
+        # steps whose new spans come first in the text are tried first: a text-order
+        # program is preferred whenever one exists
+        ready = [j for j in kept if j not in placed and deps[j] <= set(placed)]
+        ready.sort(key=lambda j: min(spans_of[j] - covered, default=n))
+        for j in ready:
+            new = sorted(spans_of[j] - covered)
             if not new:
                 span_free_ready = True
                 continue
-            if new[0] != p:
+            if not any_order and new[0] != first_free:
                 continue
             owner_ready = True
-            if new != list(range(p, p + len(new))):
-                fail(p, "noncontiguous_group")
+            if new != list(range(new[0], new[0] + len(new))):
+                fail(depth, "noncontiguous_group")
                 continue
             if len(new) > SEARCH.max_group_size:
-                fail(p, "group_over_3")
+                fail(depth, "group_over_3")
                 continue
-            found = search([*placed, j], [*groups, new], p + len(new))
+            found = search([*placed, j], [*groups, new], covered | set(new))
             if found is not None:
                 return found
         if not owner_ready:
-            fail(p, "span_free_step_before_spans" if span_free_ready else "order_conflict")
+            fail(depth, "span_free_step_before_spans" if span_free_ready else "order_conflict")
         return None
 
-    found = search([], [], 0)
+    found = search([], [], frozenset())
     return found, used, "" if found else str(failure["reason"])
 
 
