@@ -253,3 +253,17 @@ def test_cli_fit(data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "extractor: best epoch 1" in result.output
     assert json.loads((out / "training.json").read_text())["config"]["epochs"] == 1
+
+
+def test_patience_stops_when_dev_stops_improving(data: Path, vocab: T.Vocab) -> None:
+    spec = SolverSpec()
+    items = T.classifier_items(T.read_jsonl(data / "classifier.jsonl"), "train", vocab, spec)
+    model = T.build_model("classifier", T.FitConfig(size="tiny"), vocab, spec, seed=0)
+    task = T.ClassifierTask(items, items[:2], vocab, spec)
+    task.evaluate = lambda *_: {task.metric: 0.5}  # a dev figure that never improves
+    logs: list[str] = []
+    config = T.FitConfig(size="tiny", epochs=10, minutes=0, warmup_steps=1, patience=2)
+    result = T.train_task(task, model, config, torch.device("cpu"), log=logs.append,
+                          batch_size=4)
+    assert result.best_epoch == 1 and len(result.history) == 3  # epochs 2 and 3 not better
+    assert "stopping" in logs[-1]

@@ -23,6 +23,9 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      help="Upper bound of epochs per model."),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0),
                      help="Wall-clock budget per model (0 = none)."),
+        click.option("--patience", default=3, show_default=True, type=click.IntRange(0),
+                     help="Stop a model after this many epochs without a better dev "
+                          "figure (0 = never)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="auto", show_default=True, type=_DEVICE),
         click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, 1)),
@@ -37,15 +40,16 @@ def _training_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
-             device: str, lr: float, threads: int, pretrain_minutes: float,
+def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
+             seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
              pretrain_text: Path | None) -> None:
     import torch
 
     from .trainer import FitConfig, fit
 
     torch.set_num_threads(threads)
-    config = FitConfig(size=size, epochs=epochs, minutes=minutes, seed=seed, device=device,
+    config = FitConfig(size=size, epochs=epochs, minutes=minutes, patience=patience,
+                       seed=seed, device=device,
                        lr=lr, pretrain_minutes=pretrain_minutes,
                        pretrain_text=str(pretrain_text) if pretrain_text else None)
     report = fit(data, out, config)
@@ -63,12 +67,12 @@ def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, seed
 @_training_options
 @click.option("--pretrain-text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="GSM8K jsonl whose train answers join the pretraining text.")
-def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
-                device: str, lr: float, threads: int, pretrain_minutes: float,
+def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
+                seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
                 pretrain_text: Path | None) -> None:
     """Train the segmenter, classifier and extractor; write the checkpoint folder."""
-    _run_fit(data, out, size, epochs, minutes, seed, device, lr, threads, pretrain_minutes,
-             pretrain_text)
+    _run_fit(data, out, size, epochs, minutes, patience, seed, device, lr, threads,
+             pretrain_minutes, pretrain_text)
 
 
 @click.command("all")
@@ -79,8 +83,8 @@ def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, s
 @click.option("--data-out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the supervision folder here (default: a temporary folder).")
 @click.option("--vocab-size", default=4096, show_default=True, type=click.IntRange(300, 65536))
-def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, seed: int,
-                device: str, lr: float, threads: int, pretrain_minutes: float,
+def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
+                seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
                 data_out: Path | None, vocab_size: int) -> None:
     """`data` then `fit`: GSM8K jsonl to a trained checkpoint."""
     from .data import build
@@ -89,7 +93,7 @@ def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, s
         folder = data_out or Path(scratch)
         build(data, folder, vocab_size)
         click.echo(f"supervision written to {folder}")
-        _run_fit(folder, out, size, epochs, minutes, seed, device, lr, threads,
+        _run_fit(folder, out, size, epochs, minutes, patience, seed, device, lr, threads,
                  pretrain_minutes, data)
 
 

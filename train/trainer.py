@@ -68,6 +68,7 @@ class FitConfig:
     size: str = "small"
     epochs: int = 20  # upper bound per model
     minutes: float = 12.0  # wall-clock budget per model (0 = none)
+    patience: int = 3  # stop after this many epochs without a better dev figure (0 = never)
     seed: int = 0
     device: str = "auto"
     lr: float = 1e-3
@@ -711,6 +712,10 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
                                         model.state_dict().items()})
         if out_of_time:
+            break
+        if config.patience and epoch - best_epoch >= config.patience:
+            log(f"[{task.name}] no better dev {task.metric} for {config.patience} epochs: "
+                "stopping")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
