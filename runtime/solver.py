@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from .errors import ArtifactsError
 from .grammar import parse_args
 from .manifest import Manifest, load_manifest, safe_member
 from .models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
+from .ranking import best_first
 from .results import SolveResult, Span
-from .scorer import TEMPLATE_LOGPROB, Scored, candidate_score, pick_answer
+from .scorer import Scored, pick_answer
 from .segments import decode_spans
 from .sessions import (
     ShapeLimits,
@@ -42,7 +42,6 @@ STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memory)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
-MAX_READING_COMBINATIONS = 16  # reading combinations per candidate grouping
 
 
 Runners = tuple[SegmenterRunner, DecoderRunner, DecoderRunner]
@@ -326,22 +325,16 @@ class Solver:
             parsed = sorted((v for v in found if v.args is not None), key=lambda v: -v.logprob)
             if parsed:
                 options[group] = parsed[: spec.readings_per_group]
-        ranked = []
-        for index, cand in enumerate(search.candidates(sets, spec)):
-            for readings in self._readings(cand, options):
-                logprobs = [v.logprob for v in readings]
-                if cand.tail not in (None, "LEARNED"):
-                    logprobs.append(TEMPLATE_LOGPROB)
-                ranked.append((candidate_score([*logprobs, cand.used_logprob]), index, cand,
-                               readings))
-        ranked.sort(key=lambda item: (-item[0], item[1]))
         quantities = [span.value for span in spans]
         valid: list[Scored] = []
         budget = spec.max_candidates
         executions = 0
-        for score, index, cand, readings in ranked:
+        for ranked in best_first(search.candidates(sets, spec), options):
             if len(valid) >= budget or executions >= budget * MAX_EXECUTIONS_FACTOR:
                 break
+            score, index, cand, readings = (
+                ranked.score, ranked.index, ranked.candidate, ranked.readings
+            )
             template = cand.tail if cand.tail not in (None, "LEARNED") else None
             chunks = len(cand.chunks)
             for order in search.chunk_orders(chunks, spec):
@@ -381,21 +374,6 @@ class Solver:
             spans=spans,
             trace=debug,
         )
-
-    @staticmethod
-    def _readings(
-        cand: search.Candidate, options: dict[tuple[int, ...], list[Variant]]
-    ) -> Iterator[list[Variant]]:
-        """Combinations of the groups' readings (each chunk's, then the learned tail's), the
-        best first, at most MAX_READING_COMBINATIONS; none if a group has no parsed one."""
-        groups = [*cand.chunks, ()] if cand.tail == "LEARNED" else list(cand.chunks)
-        lists = [options.get(group) for group in groups]
-        if any(not found for found in lists):
-            return
-        combos = itertools.product(*lists)  # type: ignore[arg-type]
-        for combo in itertools.islice(combos, MAX_READING_COMBINATIONS):
-            yield list(combo)
-
 
 def program_record(result: ExecutionResult, spans: list[Span]) -> list[dict[str, Any]]:
     """The executed steps as JSON: op, each argument with its source, and the result."""
