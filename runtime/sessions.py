@@ -111,6 +111,9 @@ def make_session(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # idle worker threads sleep instead of spinning: no measurable cost on an idle machine,
+    # +30-55 % throughput when another process shares the cores (benchmarks/RESULTS.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
