@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
 from mycelium.executor import ExecutionResult
+
+from .spec import answer_class
 
 TEMPLATE_LOGPROB = math.log(0.2)  # prior of a bridging template step (no model scores it)
 
@@ -25,11 +28,14 @@ def candidate_score(step_logprobs: list[float]) -> float:
     return sum(step_logprobs) / len(step_logprobs) if step_logprobs else -math.inf
 
 
-def pick_answer(scored: list[Scored]) -> tuple[Scored | None, float]:
+def pick_answer(
+    scored: list[Scored], prior: Mapping[str, float] | None = None
+) -> tuple[Scored | None, float]:
     """Best answer by summed candidate probability; returns its best candidate and confidence.
 
-    Candidates that reach the same value pool their probability; the confidence
-    is that pool's share of all valid candidates' probability.
+    Candidates that reach the same value pool their probability; ``prior`` (log-probability
+    per answer class, learned from the train answers) weighs each pool. The confidence is
+    the winning pool's share of all valid candidates' weighted probability.
     """
     if not scored:
         return None, 0.0
@@ -42,5 +48,8 @@ def pick_answer(scored: list[Scored]) -> tuple[Scored | None, float]:
         pools[value] = pools.get(value, 0.0) + math.exp(item.score - top)
         if value not in best or item.score > best[value].score:
             best[value] = item
+    if prior:
+        for value in pools:
+            pools[value] *= math.exp(prior.get(answer_class(value), 0.0))
     winner = max(pools, key=lambda value: (pools[value], best[value].score))
     return best[winner], pools[winner] / sum(pools.values())

@@ -351,7 +351,7 @@ class Solver:
                 if result.ok:
                     order_score = score + spec.inversion_logprob * search.inversions(order)
                     valid.append(Scored(order_score, result, index))
-        best, confidence = pick_answer(valid)
+        best, confidence = pick_answer(valid, self.spec.answer_prior)
         debug = (
             {
                 "variants": dict(variants),

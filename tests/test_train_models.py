@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from transformers import (  # noqa: E402
     Qwen2ForTokenClassification,
 )
 
-from mycelium.runtime.spec import SPECIAL_TOKENS, SolverSpec  # noqa: E402
+from mycelium.runtime.spec import SPECIAL_TOKENS, SolverSpec, fit_answer_prior  # noqa: E402
 from mycelium.runtime.templates import classifier_suffix, extractor_suffix  # noqa: E402
 from mycelium.train import trainer as T  # noqa: E402
 from mycelium.train.models import SIZES, export_bytes, parameter_count  # noqa: E402
@@ -62,7 +63,10 @@ def write_data(folder: Path, n_train: int = 24, n_dev: int = 6, seed: int = 0) -
             ext.append({**base, "op": op, "target": target})
             corpus.append(extractor_suffix(spec.templates, group, op) + " " + target)
             corpus.append(classifier_suffix(spec.templates, group))
-    for name, rows in (("segmenter", seg), ("classifier", cls), ("extractor", ext)):
+    problems = [{"id": r["id"], "split": r["split"], "answer": str(rng.choice([3, 12, -2]))}
+                for r in seg]
+    for name, rows in (("segmenter", seg), ("classifier", cls), ("extractor", ext),
+                       ("problems", problems)):
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
     specials = list(SPECIAL_TOKENS.values())
@@ -166,9 +170,11 @@ def test_fit_writes_checkpoint_contract(data: Path, tmp_path: Path) -> None:
                          warmup_steps=2, generate_eval=4)
     logs: list[str] = []
     report = T.fit(data, out, config, log=logs.append)
-    spec = SolverSpec()
-    assert json.loads((out / "mycelium.json").read_text()) == json.loads(
-        json.dumps(spec.to_dict()))
+    written = json.loads((out / "mycelium.json").read_text())
+    answers = list(T.train_answers(data))
+    assert answers and written["answer_prior"] == fit_answer_prior(answers)
+    spec = replace(SolverSpec(), answer_prior=written["answer_prior"])
+    assert written == json.loads(json.dumps(spec.to_dict()))
     training = json.loads((out / "training.json").read_text())
     assert training["seed"] == 0 and training["config"]["size"] == "tiny"
     for name in ("segmenter", "classifier", "extractor"):

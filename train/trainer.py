@@ -23,8 +23,9 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from mycelium.runtime.spec import SolverSpec
+from mycelium.runtime.spec import SolverSpec, fit_answer_prior
 from mycelium.runtime.templates import classifier_suffix, extractor_suffix
 
 from .models import (
@@ -759,6 +760,13 @@ def save_model(model: torch.nn.Module, folder: Path, tokenizer_json: bytes) -> N
     (folder / "tokenizer.json").write_bytes(tokenizer_json)
 
 
+def train_answers(data: Path) -> Iterator[Fraction]:
+    """The final answers of the train split's problems (``problems.jsonl``)."""
+    for record in read_jsonl(data / "problems.jsonl"):
+        if record.get("split") == "train" and record.get("answer") is not None:
+            yield Fraction(record["answer"])
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -842,6 +850,9 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
         report["models"][name] = entry
         log(f"[{name}] best epoch {result.best_epoch}: {task.metric} "
             f"{result.best[task.metric]:.4f}, {result.seconds:.0f} s")
+    if (data / "problems.jsonl").is_file():
+        spec = replace(spec, answer_prior=fit_answer_prior(train_answers(data)))
+        log(f"answer prior (log-probabilities from the train answers): {spec.answer_prior}")
     with open(out / "mycelium.json", "w", encoding="utf-8") as handle:
         json.dump(spec.to_dict(), handle, indent=2)
     report["wall_seconds"] = round(time.perf_counter() - wall, 1)
