@@ -39,7 +39,8 @@ from .templates import classifier_suffix, extractor_suffix
 from .tokenization import TextTokenizer
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
-MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call (bounds cache memory)
+MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
+KV_BUDGET_BYTES = 512 * 2**20  # cache bytes per decoder call (a 0.5B shape gets fewer rows)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 
@@ -201,6 +202,19 @@ class Solver:
             encoded = self.tokenizers[model].encode_batch(suffixes, self.spec.max_suffix_tokens)
         return [enc.ids for enc in encoded]
 
+    def _rows_per_call(
+        self, runner: DecoderRunner, prefix: DecoderState, new_tokens: int = 0
+    ) -> int:
+        """Rows per decoder call: at most MAX_ROWS_PER_CALL and KV_BUDGET_BYTES of cache
+        (prefix + suffix + generated tokens, every layer, key and value)."""
+        kv = getattr(runner, "kv", None)
+        if kv is None:
+            return MAX_ROWS_PER_CALL
+        length = prefix.mask.shape[1] + self.spec.max_suffix_tokens + new_tokens
+        itemsize = 2 if kv.dtype == "float16" else 4
+        per_row = 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * length * itemsize
+        return max(1, min(MAX_ROWS_PER_CALL, KV_BUDGET_BYTES // max(per_row, 1)))
+
     def _classify(
         self, questions: list[str], rows: list[tuple[int, list[tuple[int, str]]]]
     ) -> np.ndarray:
@@ -210,8 +224,9 @@ class Solver:
             "classifier", [classifier_suffix(self.spec.templates, items) for _, items in rows]
         )
         out = []
-        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
-            chunk = range(start, min(start + MAX_ROWS_PER_CALL, len(rows)))
+        step = self._rows_per_call(self.classifier, prefix)
+        for start in range(0, len(rows), step):
+            chunk = range(start, min(start + step, len(rows)))
             state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
             batch = [suffixes[i] for i in chunk]
             self.stats.tokens["classifier"] += sum(len(x) for x in batch)
@@ -230,8 +245,9 @@ class Solver:
         )
         decode = self.tokenizers["extractor"].decode
         out: list[tuple[str, float]] = []
-        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
-            chunk = range(start, min(start + MAX_ROWS_PER_CALL, len(rows)))
+        step = self._rows_per_call(self.extractor, prefix, self.spec.max_new_tokens)
+        for start in range(0, len(rows), step):
+            chunk = range(start, min(start + step, len(rows)))
             state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
             batch = [suffixes[i] for i in chunk]
             logits, state = self.extractor.prefill(batch, state)

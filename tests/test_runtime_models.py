@@ -104,3 +104,18 @@ def test_io_bound_solver_gives_the_same_answers(fp32_export, solver: Solver) -> 
     questions = [*PROBLEMS, "Ann reads 3 books a week for 4 weeks and 2 more."]
     plain = [(r.answer_exact, r.error) for r in solver.solve(questions)]
     assert [(r.answer_exact, r.error) for r in bound.solve(questions)] == plain
+
+
+def test_rows_per_call_respect_the_cache_budget(solver: Solver) -> None:
+    from types import SimpleNamespace
+
+    from mycelium.runtime.manifest import KVCacheSpec
+    from mycelium.runtime.solver import KV_BUDGET_BYTES, MAX_ROWS_PER_CALL
+
+    state = solver.extractor.empty_state(2)
+    state.mask = np.ones((2, 200), dtype=np.int64)
+    assert solver._rows_per_call(solver.extractor, state, 12) == MAX_ROWS_PER_CALL  # tiny model
+    real_shape = SimpleNamespace(kv=KVCacheSpec(24, 2, 64, "float32"))  # Qwen2.5-0.5B cache
+    rows = solver._rows_per_call(real_shape, state, 12)
+    per_row = 2 * 24 * 2 * 64 * (200 + solver.spec.max_suffix_tokens + 12) * 4
+    assert rows == KV_BUDGET_BYTES // per_row and 1 <= rows < MAX_ROWS_PER_CALL
