@@ -56,7 +56,7 @@ class SearchSpec:
     permute_chunks: int = 4  # chunks may run in any order when a candidate has at most this many
     connected: bool = True  # every step's result must be used by a later step (else invalid)
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
-    inversion_logprob: float = -0.7  # score prior per pair of chunks run out of text order
+    inversion_logprob: float = 0.0  # score per pair of chunks out of text order (dev: 0 best)
 
 
 def _parse_setting(key: str, text: str, current: Any) -> Any:
