@@ -8,6 +8,7 @@ suffixes (and, for the extractor, the generated arguments) are computed per grou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,12 +51,47 @@ class SegmenterRunner:
         return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
-Cache = np.ndarray | ort.OrtValue  # host array, or an onnxruntime tensor (maybe on device)
+@dataclass(frozen=True)
+class BufferView:
+    """A cache tensor stored at the front of a preallocated flat onnxruntime buffer."""
+
+    buffer: ort.OrtValue
+    shape: tuple[int, ...]
+
+    def numpy(self) -> np.ndarray:
+        """A host copy of the tensor."""
+        return self.buffer.numpy()[: math.prod(self.shape)].reshape(self.shape)
+
+
+Cache = np.ndarray | ort.OrtValue | BufferView  # host array, or an onnxruntime tensor
 
 
 def host(value: Cache) -> np.ndarray:
-    """A cache tensor on the host (an onnxruntime value is copied out; others pass)."""
-    return value.numpy() if isinstance(value, ort.OrtValue) else value
+    """A cache tensor on the host (an onnxruntime tensor is copied out; others pass)."""
+    return value.numpy() if isinstance(value, (ort.OrtValue, BufferView)) else value
+
+
+class CacheBuffers:
+    """Two preallocated flat buffers per cache tensor on the cache device.
+
+    Decode step k reads its past from one set and writes its present into the other,
+    so a whole greedy decode allocates its cache once (IO binding with buffer pointers)
+    instead of once per step.
+    """
+
+    def __init__(self, count: int, elements: int, dtype: type, device: str):
+        self.sets = [
+            [ort.OrtValue.ortvalue_from_shape_and_type([elements], dtype, device, 0)
+             for _ in range(count)]
+            for _ in range(2)
+        ]
+        self.elements = elements
+        self.turn = 0
+
+    def next(self) -> list[ort.OrtValue]:
+        """The set to write the next step's present into."""
+        self.turn ^= 1
+        return self.sets[self.turn]
 
 
 @dataclass
@@ -124,36 +160,63 @@ class DecoderRunner:
         ]
 
     def _run(
-        self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
+        self,
+        ids: np.ndarray,
+        state: DecoderState,
+        new_mask: np.ndarray,
+        out: list[ort.OrtValue] | None = None,
     ) -> tuple[np.ndarray, DecoderState]:
-        """Feed new tokens (B, T) after the state's cache; return logits (B, N) and new state."""
+        """Feed new tokens (B, T) after the state's cache; return logits (B, N) and new state.
+
+        ``out``: preallocated buffers to write the present cache into (IO binding only).
+        """
         mask, positions, next_position = extend(state, new_mask)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         if self.cache_device is not None:
-            logits, present = self._run_bound(feed, state.past)
+            shape = (ids.shape[0], self.kv.num_kv_heads, mask.shape[1], self.kv.head_dim)
+            logits, present = self._run_bound(feed, state.past, out, shape)
             return logits, DecoderState(mask, next_position, present)
         feed.update(zip(self.past_names, (host(kv) for kv in state.past), strict=True))
         outputs = self.session.run(self.output_names, feed)
         return outputs[0], DecoderState(mask, next_position, list(outputs[1:]))
 
     def _run_bound(
-        self, feed: dict[str, np.ndarray], past: list[Cache]
+        self,
+        feed: dict[str, np.ndarray],
+        past: list[Cache],
+        out: list[ort.OrtValue] | None,
+        shape: tuple[int, ...],
     ) -> tuple[np.ndarray, list[Cache]]:
-        """One call with IO binding: logits to the host, the cache left on its device."""
+        """One call with IO binding: logits to the host, the cache left on its device
+        (in ``out``'s buffers when given, else where onnxruntime allocates it)."""
         binding = self.session.io_binding()
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         for name, value in zip(self.past_names, past, strict=True):
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            elif isinstance(value, BufferView):
+                binding.bind_input(name, value.buffer.device_name(), 0, self.dtype,
+                                   list(value.shape), value.buffer.data_ptr())
             else:
                 binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
-        for name in self.output_names[1:]:
-            binding.bind_output(name, self.cache_device)
+        names = self.output_names[1:]
+        if out is not None and math.prod(shape) > out[0].shape()[0]:
+            out = None  # would not fit (onnxruntime writes through the raw pointer)
+        if out is None:
+            for name in names:
+                binding.bind_output(name, self.cache_device)
+        else:
+            for name, buffer in zip(names, out, strict=True):
+                binding.bind_output(name, self.cache_device, 0, self.dtype, list(shape),
+                                    buffer.data_ptr())
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return outputs[0].numpy(), list(outputs[1:])
+        present: list[Cache] = (
+            list(outputs[1:]) if out is None else [BufferView(b, shape) for b in out]
+        )
+        return outputs[0].numpy(), present
 
     def empty_state(self, batch: int) -> DecoderState:
         """A state with no past (prefill)."""
@@ -169,10 +232,12 @@ class DecoderRunner:
         state = state if state is not None else self.empty_state(len(sequences))
         return self._run(ids, state, mask)
 
-    def step(self, tokens: np.ndarray, state: DecoderState):
-        """Feed one token per row."""
+    def step(
+        self, tokens: np.ndarray, state: DecoderState, out: list[ort.OrtValue] | None = None
+    ):
+        """Feed one token per row (``out``: preallocated buffers for the present cache)."""
         ids = tokens.reshape(-1, 1).astype(np.int64)
-        return self._run(ids, state, np.ones_like(ids))
+        return self._run(ids, state, np.ones_like(ids), out)
 
     def greedy(
         self,
@@ -192,6 +257,12 @@ class DecoderRunner:
         logprob = np.zeros(batch, dtype=np.float64)
         rows = np.arange(batch)  # output row of each batch position; -1: finished, kept
         logits = first_logits
+        buffers = None
+        if self.cache_device is not None and max_new_tokens > 1:
+            length = state.mask.shape[1] + max_new_tokens
+            elements = batch * self.kv.num_kv_heads * length * self.kv.head_dim
+            buffers = CacheBuffers(len(self.past_names), elements, self.dtype,
+                                   self.cache_device)
         for step in range(max_new_tokens):
             tokens, chosen = greedy_pick(logits)
             live = rows >= 0
@@ -207,5 +278,5 @@ class DecoderRunner:
                     rows, tokens, state = rows[keep], tokens[keep], state.take(keep)
                 else:  # finished rows keep decoding; their tokens are ignored
                     rows = np.where(still, rows, -1)
-            logits, state = self.step(tokens, state)
+            logits, state = self.step(tokens, state, buffers.next() if buffers else None)
         return generated, logprob

@@ -119,3 +119,43 @@ def test_rows_per_call_respect_the_cache_budget(solver: Solver) -> None:
     rows = solver._rows_per_call(real_shape, state, 12)
     per_row = 2 * 24 * 2 * 64 * (200 + solver.spec.max_suffix_tokens + 12) * 4
     assert rows == KV_BUDGET_BYTES // per_row and 1 <= rows < MAX_ROWS_PER_CALL
+
+
+def test_preallocated_cache_buffers_are_reused_across_steps(fp32_export, solver: Solver) -> None:
+    """IO-bound decode steps write the cache into two preallocated buffers in turn and
+    give the same logits as plain numpy steps."""
+    from mycelium.runtime.models import BufferView, CacheBuffers
+
+    bound = Solver.load(fp32_export.output, "cpu", io_binding=True).extractor
+    plain = solver.extractor
+    prompts = [_ids(solver, "extractor", p + "<sep> Q0=12<op> MUL<args>") for p in PROBLEMS]
+    logits_p, state_p = plain.prefill(prompts)
+    logits_b, state_b = bound.prefill(prompts)
+    kv = bound.kv
+    length = state_b.mask.shape[1] + 3
+    buffers = CacheBuffers(len(bound.past_names), 2 * kv.num_kv_heads * length * kv.head_dim,
+                           bound.dtype, "cpu")
+    pointers = set()
+    for _ in range(3):
+        tokens = logits_p.argmax(axis=-1)
+        logits_p, state_p = plain.step(tokens, state_p)
+        logits_b, state_b = bound.step(tokens, state_b, buffers.next())
+        np.testing.assert_allclose(logits_b, logits_p, atol=1e-4)
+        assert isinstance(state_b.past[0], BufferView)
+        assert state_b.past[0].shape == state_p.past[0].shape
+        np.testing.assert_allclose(state_b.past[0].numpy(), state_p.past[0], atol=1e-5)
+        pointers.add(state_b.past[0].buffer.data_ptr())
+    assert len(pointers) == 2  # ping-pong: step 3 wrote where step 1 did
+
+
+def test_too_small_cache_buffers_fall_back_to_allocation(fp32_export, solver: Solver) -> None:
+    from mycelium.runtime.models import BufferView, CacheBuffers
+
+    bound = Solver.load(fp32_export.output, "cpu", io_binding=True).extractor
+    prompts = [_ids(solver, "extractor", p + "<sep> none<op> ADD<args>") for p in PROBLEMS]
+    logits, state = bound.prefill(prompts)
+    tiny = CacheBuffers(len(bound.past_names), 8, bound.dtype, "cpu")
+    logits_b, state_b = bound.step(logits.argmax(axis=-1), state, tiny.next())
+    assert not isinstance(state_b.past[0], BufferView)  # onnxruntime allocated it instead
+    logits_p, _ = solver.extractor.step(logits.argmax(axis=-1), state)
+    np.testing.assert_allclose(logits_b, logits_p, atol=1e-4)
