@@ -5,8 +5,8 @@ The search takes a few *used sets* (the segmenter's reading, then the readings
 with one uncertain span flipped), splits each used set, in text order, into
 consecutive chunks of 1..``max_group_size`` spans (one step per chunk), and may
 end a candidate with a tail step that consumes no new span (learned: the empty
-group) or with a bridging template. The chunks' steps may run in any order
-(:func:`chunk_orders`, for at most ``permute_chunks`` chunks): a step reads
+group) or with a bridging template. The chunks' steps, and the learned step, may
+run in any order (:func:`chunk_orders`, for at most ``permute_chunks`` steps): a step reads
 earlier results by relative reference, so the order decides which results it
 reads; :func:`references_ok` drops orders whose references cannot resolve, or
 that leave a result unused, before anything is executed.
@@ -115,8 +115,9 @@ def candidates(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Candidate]:
 
 
 def chunk_orders(count: int, spec: SearchSpec) -> Iterator[tuple[int, ...]]:
-    """Orders in which ``count`` chunk steps may run: text order first, then (for at most
-    ``spec.permute_chunks`` chunks) every other permutation."""
+    """Orders in which ``count`` steps (chunks in text order, then a learned step) may run:
+    that order first, then (for at most ``spec.permute_chunks`` steps) every other
+    permutation."""
     identity = tuple(range(count))
     yield identity
     if 1 < count <= spec.permute_chunks:

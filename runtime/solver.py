@@ -352,9 +352,9 @@ class Solver:
                 ranked.score, ranked.index, ranked.candidate, ranked.readings
             )
             template = cand.tail if cand.tail not in (None, "LEARNED") else None
-            chunks = len(cand.chunks)
-            for order in search.chunk_orders(chunks, spec):
-                steps = [readings[i] for i in order] + readings[chunks:]
+            # chunk steps, and a learned step, run in any order (search.chunk_orders)
+            for order in search.chunk_orders(len(readings), spec):
+                steps = [readings[i] for i in order]
                 refs = [[a.index for a in v.args if a.kind == "result"] for v in steps]
                 if not search.references_ok(refs, template, spec.connected):
                     continue

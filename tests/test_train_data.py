@@ -341,3 +341,23 @@ def test_data_command(tmp_path: Path) -> None:
                                        "--vocab-size", "300", "--reachable-steps-only"])
     assert result.exit_code == 0, result.output
     assert len((strict / "extractor.jsonl").read_text().splitlines()) == 14
+
+
+def test_learned_step_may_run_before_the_last_chunk() -> None:
+    problem = ("Tom has 3 boxes of 4 pens and 5 cups.",
+               "3*4=<<3*4=12>>12 pens, doubled 12*2=<<12*2=24>>24, plus 24+5=<<24+5=29>>29."
+               "\n#### 29")
+    d = derive(*problem)
+    assert d.reachable and d.tail == "LEARNED"
+    assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "R1 C2", []),
+                           ("ADD", "R1 Q2", [2])]
+    program = to_executor(d.program)
+    assert execute(program, [s.value for s in d.spans], connected=True).value == 29
+
+
+def test_learned_step_inside_needs_permuted_search(text_order_only) -> None:
+    problem = ("Tom has 3 boxes of 4 pens and 5 cups.",
+               "3*4=<<3*4=12>>12 pens, doubled 12*2=<<12*2=24>>24, plus 24+5=<<24+5=29>>29."
+               "\n#### 29")
+    d = derive(*problem)
+    assert not d.reachable and d.reason == "span_free_step_before_spans"

@@ -270,17 +270,22 @@ def _reorder(
             failure.update(depth=depth, reason=reason)
 
     def finish(placed: list[int], groups: list[list[int]]) -> _Order | None:
-        if any_order and len(groups) > SEARCH.permute_chunks:
-            starts = [group[0] for group in groups]
-            if starts != sorted(starts):
-                fail(n, "order_conflict")  # out of text order with too many chunks
-                return None
+        learned_inside = any(not group for group in groups)
         remaining = [j for j in kept if j not in placed]
+        if len(remaining) == 1 and not learned_inside:
+            placed, groups, remaining = [*placed, remaining[0]], [*groups, []], []
+            tail = True
+        else:
+            tail = False
+        if any_order and len(groups) > SEARCH.permute_chunks:
+            # more steps than the search permutes: chunks in text order, learned step last
+            starts = [group[0] for group in groups if group]
+            if starts != sorted(starts) or any(not group for group in groups[:-1]):
+                fail(n, "order_conflict")
+                return None
         if not remaining:
-            return _Order(placed, groups)
-        if len(remaining) == 1:
-            return _Order([*placed, remaining[0]], [*groups, []], tail=True)
-        if len(placed) >= 2:
+            return _Order(placed, groups, tail=tail or learned_inside)
+        if len(placed) >= 2 and not learned_inside:  # a candidate ends in one or the other
             results = [steps[j].value for j in placed]
             for name in SEARCH.tail_templates:
                 if _template_value(name, results) == steps[answer_step].value:
@@ -310,6 +315,11 @@ def _reorder(
             new = sorted(spans_of[j] - covered)
             if not new:
                 span_free_ready = True
+                if any_order and not any(not group for group in groups):
+                    # the learned (empty-group) step may run before the last chunk
+                    found = search([*placed, j], [*groups, []], covered)
+                    if found is not None:
+                        return found
                 continue
             if not any_order and new[0] != first_free:
                 continue
