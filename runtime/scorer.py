@@ -29,13 +29,14 @@ def candidate_score(step_logprobs: list[float]) -> float:
 
 
 def pick_answer(
-    scored: list[Scored], prior: Mapping[str, float] | None = None
+    scored: list[Scored], prior: Mapping[str, float] | None = None, temperature: float = 1.0
 ) -> tuple[Scored | None, float]:
     """Best answer by summed candidate probability; returns its best candidate and confidence.
 
     Candidates that reach the same value pool their probability; ``prior`` (log-probability
-    per answer class, learned from the train answers) weighs each pool. The confidence is
-    the winning pool's share of all valid candidates' weighted probability.
+    per answer class, learned from the train answers) weighs each pool; ``temperature``
+    above 1 flattens the candidates' probabilities before pooling (closer to a vote). The
+    confidence is the winning pool's share of all valid candidates' weighted probability.
     """
     if not scored:
         return None, 0.0
@@ -45,7 +46,7 @@ def pick_answer(
     for item in scored:
         value = item.result.value
         assert value is not None
-        pools[value] = pools.get(value, 0.0) + math.exp(item.score - top)
+        pools[value] = pools.get(value, 0.0) + math.exp((item.score - top) / temperature)
         if value not in best or item.score > best[value].score:
             best[value] = item
     if prior:

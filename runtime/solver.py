@@ -367,7 +367,7 @@ class Solver:
                 if result.ok:
                     order_score = score + spec.inversion_logprob * search.inversions(order)
                     valid.append(Scored(order_score, result, index))
-        best, confidence = pick_answer(valid, self.spec.answer_prior)
+        best, confidence = pick_answer(valid, self.spec.answer_prior, spec.pool_temperature)
         debug = (
             {
                 "variants": dict(variants),

@@ -56,6 +56,7 @@ class SearchSpec:
     permute_chunks: int = 4  # chunks may run in any order when a candidate has at most this many
     connected: bool = True  # every step's result must be used by a later step (else invalid)
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
+    pool_temperature: float = 2.0  # the scorer pools exp(score / T) per answer (dev: 1.5-4 > 1)
     inversion_logprob: float = 0.0  # score per pair of chunks out of text order (dev: 0 best)
 
 
@@ -93,6 +94,8 @@ def override_search(search: SearchSpec, settings: Iterable[str]) -> SearchSpec:
     out = replace(search, **changes)
     if not 0 <= out.min_op_prob < 1 or out.ops_per_group < 1 or out.max_group_size < 1:
         raise ArtifactsError("--search: min_op_prob must be in [0, 1), sizes at least 1")
+    if not out.pool_temperature > 0:
+        raise ArtifactsError("--search: pool_temperature must be positive")
     return out
 
 
@@ -160,6 +163,8 @@ class SolverSpec:
             search = SearchSpec(**search_raw)
             if not 0 <= search.min_op_prob < 1 or search.ops_per_group < 1:
                 raise ValueError("search.min_op_prob must be in [0, 1), ops_per_group >= 1")
+            if not search.pool_temperature > 0:
+                raise ValueError("search.pool_temperature must be positive")
             kwargs = {
                 key: data[key]
                 for key in ("grammar", "quantity_grammar", "max_problem_tokens",

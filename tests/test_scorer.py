@@ -50,3 +50,10 @@ def test_answer_prior_is_fitted_and_validated() -> None:
     assert spec.answer_prior["fraction"] == -3.0
     with pytest.raises(ArtifactsError, match="answer_prior"):
         SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_prior": {"fraction": -1}})
+
+
+def test_pool_temperature_moves_towards_a_vote() -> None:
+    # one strong candidate for 5 against three weaker ones agreeing on 7
+    items = [_scored(Fraction(5), -0.1), *(_scored(Fraction(7), -2.0, i) for i in (1, 2, 3))]
+    assert pick_answer(items)[0].result.value == 5  # exp(-1.9) * 3 < 1
+    assert pick_answer(items, temperature=2.0)[0].result.value == 7  # exp(-0.95) * 3 > 1
