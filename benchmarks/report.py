@@ -139,14 +139,14 @@ def build_report(
     cot = baselines.get("cot")
     if "torch" in baselines:
         report["speedup_vs_torch"] = _ratio(
-            report["problems_per_second"], torch_figures and torch_figures["problems_per_second"]
+            report["problems_per_second"], (torch_figures or {}).get("problems_per_second")
         )
     if "cot" in baselines:
         report["speedup_vs_cot"] = _ratio(
-            report["problems_per_second"], cot and cot["problems_per_second"]
+            report["problems_per_second"], (cot or {}).get("problems_per_second")
         )
         report["latency_speedup_vs_cot"] = _ratio(
-            cot and cot["latency_ms_p50"], report["latency_ms_p50"]
+            (cot or {}).get("latency_ms_p50"), report["latency_ms_p50"]
         )
     report.update(
         {

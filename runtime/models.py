@@ -237,6 +237,8 @@ class DecoderRunner:
     ):
         """Feed one token per row (``out``: preallocated buffers for the present cache)."""
         ids = tokens.reshape(-1, 1).astype(np.int64)
+        if out is None:
+            return self._run(ids, state, np.ones_like(ids))
         return self._run(ids, state, np.ones_like(ids), out)
 
     def greedy(

@@ -106,3 +106,30 @@ def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path
     if "plots_skipped" not in report:
         for name in ("throughput_vs_batch.png", "latency.png", "stages.png"):
             assert (out / name).stat().st_size > 0
+
+
+def test_failed_baseline_is_reported_not_fatal(
+    tmp_path: Path, problems_file: Path, monkeypatch
+) -> None:
+    from click.testing import CliRunner
+
+    import benchmarks.run as bench
+
+    real = bench.run_worker
+
+    def failing_torch(job, work, timeout=None):
+        if job["kind"] == "torch":
+            raise RuntimeError("torch worker died")
+        return real(job, work, timeout)
+
+    monkeypatch.setattr(bench, "run_worker", failing_torch)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        bench.main, ["--quick", "--data", str(problems_file), "--baselines", "torch",
+                     "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["speedup_vs_torch"] is None and report["problems_per_second"] > 0
+    assert "Baseline torch failed: torch worker died" in (out / "report.md").read_text(
+        encoding="utf-8")
