@@ -85,9 +85,10 @@ class TorchDecoderRunner(DecoderRunner):
         )
 
     def _run(
-        self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray
+        self, ids: np.ndarray, state: DecoderState, new_mask: np.ndarray, out: Any = None
     ) -> tuple[np.ndarray, DecoderState]:
-        """Feed new tokens (B, T) after the cache; logits (B, N) at the last position."""
+        """Feed new tokens (B, T) after the cache; logits (B, N) at the last position
+        (``out``, preallocated cache buffers, exists only with IO binding: never here)."""
         mask, positions, next_position = extend(state, new_mask)
         past: list[Any] = state.past
         if state.mask.shape[1]:

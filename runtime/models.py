@@ -85,7 +85,6 @@ class CacheBuffers:
              for _ in range(count)]
             for _ in range(2)
         ]
-        self.elements = elements
         self.turn = 0
 
     def next(self) -> list[ort.OrtValue]:
@@ -237,8 +236,6 @@ class DecoderRunner:
     ):
         """Feed one token per row (``out``: preallocated buffers for the present cache)."""
         ids = tokens.reshape(-1, 1).astype(np.int64)
-        if out is None:
-            return self._run(ids, state, np.ones_like(ids))
         return self._run(ids, state, np.ones_like(ids), out)
 
     def greedy(

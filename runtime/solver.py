@@ -348,13 +348,11 @@ class Solver:
         for ranked in best_first(search.candidates(sets, spec), options):
             if len(valid) >= budget or executions >= budget * MAX_EXECUTIONS_FACTOR:
                 break
-            score, index, cand, readings = (
-                ranked.score, ranked.index, ranked.candidate, ranked.readings
-            )
-            template = cand.tail if cand.tail not in (None, "LEARNED") else None
+            tail = ranked.candidate.tail
+            template = tail if tail not in (None, "LEARNED") else None
             # chunk steps, and a learned step, run in any order (search.chunk_orders)
-            for order in search.chunk_orders(len(readings), spec):
-                steps = [readings[i] for i in order]
+            for order in search.chunk_orders(len(ranked.readings), spec):
+                steps = [ranked.readings[i] for i in order]
                 refs = [[a.index for a in v.args if a.kind == "result"] for v in steps]
                 if not search.references_ok(refs, template, spec.connected):
                     continue
@@ -365,8 +363,8 @@ class Solver:
                 result = execute(tuple(program), quantities, constants=self.constants,
                                  connected=spec.connected)
                 if result.ok:
-                    order_score = score + spec.inversion_logprob * search.inversions(order)
-                    valid.append(Scored(order_score, result, index))
+                    order_score = ranked.score + spec.inversion_logprob * search.inversions(order)
+                    valid.append(Scored(order_score, result, ranked.index))
         best, confidence = pick_answer(valid, self.spec.answer_prior, spec.pool_temperature)
         debug = (
             {

@@ -59,6 +59,16 @@ class SearchSpec:
     pool_temperature: float = 2.0  # the scorer pools exp(score / T) per answer (dev: 1.5-4 > 1)
     inversion_logprob: float = 0.0  # score per pair of chunks out of text order (dev: 0 best)
 
+    def check(self) -> None:
+        """Raise ValueError naming the first out-of-range setting."""
+        if not 0 <= self.min_op_prob < 1:
+            raise ValueError(f"min_op_prob must be in [0, 1), got {self.min_op_prob}")
+        for name in ("ops_per_group", "max_group_size", "readings_per_group"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.pool_temperature > 0:
+            raise ValueError(f"pool_temperature must be positive, got {self.pool_temperature}")
+
 
 def _parse_setting(key: str, text: str, current: Any) -> Any:
     """One search setting from text, typed like its current value."""
@@ -92,10 +102,10 @@ def override_search(search: SearchSpec, settings: Iterable[str]) -> SearchSpec:
             )
         changes[key] = _parse_setting(key, text.strip(), getattr(search, key))
     out = replace(search, **changes)
-    if not 0 <= out.min_op_prob < 1 or out.ops_per_group < 1 or out.max_group_size < 1:
-        raise ArtifactsError("--search: min_op_prob must be in [0, 1), sizes at least 1")
-    if not out.pool_temperature > 0:
-        raise ArtifactsError("--search: pool_temperature must be positive")
+    try:
+        out.check()
+    except ValueError as exc:
+        raise ArtifactsError(f"--search: {exc}") from None
     return out
 
 
@@ -161,10 +171,7 @@ class SolverSpec:
             if "tail_templates" in search_raw:
                 search_raw["tail_templates"] = tuple(search_raw["tail_templates"])
             search = SearchSpec(**search_raw)
-            if not 0 <= search.min_op_prob < 1 or search.ops_per_group < 1:
-                raise ValueError("search.min_op_prob must be in [0, 1), ops_per_group >= 1")
-            if not search.pool_temperature > 0:
-                raise ValueError("search.pool_temperature must be positive")
+            search.check()
             kwargs = {
                 key: data[key]
                 for key in ("grammar", "quantity_grammar", "max_problem_tokens",

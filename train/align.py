@@ -304,7 +304,8 @@ def _reorder(
             return None
         if depth == n:
             return finish(placed, groups)
-        first_free = min(r for r in range(n) if r not in covered)
+        # text order only: the next chunk must start at the first span not introduced yet
+        first_free = None if any_order else min(r for r in range(n) if r not in covered)
         owner_ready = False
         span_free_ready = False
         # steps whose new spans come first in the text are tried first: a text-order
