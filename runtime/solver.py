@@ -35,7 +35,7 @@ from .sessions import (
     shape_profiles,
 )
 from .spec import SolverSpec, override_search
-from .templates import classifier_suffix, extractor_suffix
+from .templates import classifier_suffix, extractor_suffix, marked_problem
 from .tokenization import TextTokenizer
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
@@ -216,10 +216,11 @@ class Solver:
         return max(1, min(MAX_ROWS_PER_CALL, KV_BUDGET_BYTES // max(per_row, 1)))
 
     def _classify(
-        self, questions: list[str], rows: list[tuple[int, list[tuple[int, str]]]]
+        self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]]]]
     ) -> np.ndarray:
-        """Operation log-probabilities (R, ops) for (problem index, group items) rows."""
-        prefix, _ = self._prefix_states(self.classifier, "classifier", questions)
+        """Operation log-probabilities (R, ops) for (problem index, group items) rows;
+        ``prefixes``: each problem's text as the classifier reads it (``marked_problem``)."""
+        prefix, _ = self._prefix_states(self.classifier, "classifier", prefixes)
         suffixes = self._suffix_ids(
             "classifier", [classifier_suffix(self.spec.templates, items) for _, items in rows]
         )
@@ -235,31 +236,40 @@ class Solver:
         return np.concatenate(out) if out else np.zeros((0, len(self.operations)))
 
     def _extract(
-        self, questions: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
-    ) -> list[tuple[str, float]]:
-        """Greedy argument text and its log-probability per (problem, group, op) row."""
-        prefix, _ = self._prefix_states(self.extractor, "extractor", questions)
+        self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
+    ) -> list[list[tuple[str, float]]]:
+        """Argument texts and their log-probabilities per (problem, group, op) row:
+        ``search.arg_readings`` of them (the top first tokens, each continued greedily);
+        ``prefixes`` as for ``_classify``."""
+        prefix, _ = self._prefix_states(self.extractor, "extractor", prefixes)
         suffixes = self._suffix_ids(
             "extractor",
             [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
         )
         decode = self.tokenizers["extractor"].decode
-        out: list[tuple[str, float]] = []
+        branches = self.spec.search.arg_readings
+        out: list[list[tuple[str, float]]] = []
         step = self._rows_per_call(self.extractor, prefix, self.spec.max_new_tokens)
+        step = max(1, step // branches)
         for start in range(0, len(rows), step):
             chunk = range(start, min(start + step, len(rows)))
             state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
             batch = [suffixes[i] for i in chunk]
             logits, state = self.extractor.prefill(batch, state)
+            first_logprob = 0.0
+            if branches > 1:
+                logits, state, first_logprob = branch_first_token(logits, state, branches)
             generated, logprob = self.extractor.greedy(
                 logits, state, eos_id=self.eos_id, max_new_tokens=self.spec.max_new_tokens
             )
+            logprob = logprob + first_logprob
             self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
                 len(g) for g in generated
             )
             with _Timer(self.stats, "tokenize"):
-                pairs = zip(generated, logprob, strict=True)
-                out.extend((decode(ids), float(lp)) for ids, lp in pairs)
+                texts = [(decode(ids), float(lp)) for ids, lp in zip(generated, logprob,
+                                                                    strict=True)]
+                out.extend(texts[i:i + branches] for i in range(0, len(texts), branches))
         return out
 
     # ------------------------------------------------------------------ solve
@@ -294,8 +304,12 @@ class Solver:
                 for p in range(len(questions))
                 for group in groups[p]
             ]
+            prefixes = [
+                marked_problem(self.spec.templates, q, [(span.start, span.end) for span in s])
+                for q, s in zip(questions, spans, strict=True)
+            ]
         with _Timer(self.stats, "classify"):
-            op_scores = self._classify(questions, class_rows)
+            op_scores = self._classify(prefixes, class_rows)
         with _Timer(self.stats, "search"):
             k = max(1, min(self.spec.search.ops_per_group, len(self.operations)))
             top_ops = np.argsort(-op_scores, axis=1)[:, :k]
@@ -313,12 +327,13 @@ class Solver:
                         row_keys.append((p, group, op, float(op_scores[flat, op_index])))
                     flat += 1
         with _Timer(self.stats, "extract"):
-            extractions = self._extract(questions, extract_rows)
+            extractions = self._extract(prefixes, extract_rows)
         variants: list[dict[tuple[int, ...], list[Variant]]] = [
             defaultdict(list) for _ in questions
         ]
-        for (p, group, op, op_lp), (text, args_lp) in zip(row_keys, extractions, strict=True):
-            variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
+        for (p, group, op, op_lp), readings in zip(row_keys, extractions, strict=True):
+            for text, args_lp in readings:
+                variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
             results = [
                 self._choose(ids[p], spans[p], sets[p], variants[p], trace)
@@ -370,6 +385,10 @@ class Solver:
             {
                 "variants": dict(variants),
                 "valid_values": [item.result.value for item in valid],
+                "valid_scores": [item.score for item in valid],
+                "valid_steps": [len(item.result.steps) for item in valid],
+                "valid_intermediates": [[step.result for step in item.result.steps[:-1]]
+                                        for item in valid],
                 "used_sets": [used.spans for used in sets],
             }
             if trace
@@ -388,6 +407,21 @@ class Solver:
             spans=spans,
             trace=debug,
         )
+
+def branch_first_token(
+    logits: np.ndarray, state: DecoderState, branches: int
+) -> tuple[np.ndarray, DecoderState, np.ndarray]:
+    """Each row's top ``branches`` next tokens as rows of their own (row r becomes rows
+    r*branches ... r*branches + branches - 1, best first): logits that force each
+    row's token, the repeated state, and the forced tokens' log-probabilities."""
+    logprobs = log_softmax(logits)
+    top = np.argsort(-logprobs, axis=1, kind="stable")[:, :branches]
+    rows = np.repeat(np.arange(len(logits)), top.shape[1])
+    tokens = top.reshape(-1)
+    forced = np.full((len(rows), logits.shape[1]), -1e4, dtype=np.float32)
+    forced[np.arange(len(rows)), tokens] = 0.0
+    return forced, state.take(rows), logprobs[rows, tokens].astype(np.float64)
+
 
 def program_record(result: ExecutionResult, spans: list[Span]) -> list[dict[str, Any]]:
     """The executed steps as JSON: op, each argument with its source, and the result."""

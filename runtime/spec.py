@@ -36,10 +36,18 @@ DEFAULT_CONSTANTS = tuple(format_fraction(value) for value in sorted(EXECUTOR_CO
 class Templates:
     """How a span group is serialised after the problem text (see docs/ARCHITECTURE.md)."""
 
-    group_item: str = " Q{index}={text}"  # one per span of the group
+    group_item: str = " Q{index}={text}"  # one per span of the group ({text}: its text)
     empty_group: str = " none"  # a tail step that consumes no span
     classifier: str = "<sep>{items}<cls>"  # classifier suffix
     extractor: str = "<sep>{items}<op> {op}<args>"  # extractor suffix; the model writes args
+    # written right after every quantity span of the classifier's and extractor's problem
+    # text ("" = the text as is), so a group item can find its span by an identical token
+    span_marker: str = ""
+
+
+# `mycelium-train fit --span-markers`: spans marked in the text, groups named by index only
+# (measured no better than the default on dev: see train/README.md).
+MARKED_TEMPLATES = Templates(group_item=" Q{index}", span_marker=" Q{index}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class SearchSpec:
     permute_chunks: int = 4  # chunks may run in any order when a candidate has at most this many
     connected: bool = True  # every step's result must be used by a later step (else invalid)
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
+    arg_readings: int = 1  # per (group, operation): the extractor's top-k first tokens, each
+    # continued greedily (k-best arguments; decode rows grow k-fold)
     pool_temperature: float = 2.0  # the scorer pools exp(score / T) per answer (dev: 1.5-4 > 1)
     inversion_logprob: float = 0.0  # score per pair of chunks out of text order (dev: 0 best)
 
@@ -63,7 +73,7 @@ class SearchSpec:
         """Raise ValueError naming the first out-of-range setting."""
         if not 0 <= self.min_op_prob < 1:
             raise ValueError(f"min_op_prob must be in [0, 1), got {self.min_op_prob}")
-        for name in ("ops_per_group", "max_group_size", "readings_per_group"):
+        for name in ("ops_per_group", "max_group_size", "readings_per_group", "arg_readings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.pool_temperature > 0:

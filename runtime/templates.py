@@ -23,6 +23,22 @@ def group_items(templates: Templates, group: Sequence[tuple[int, str]]) -> str:
     return "".join(items)
 
 
+def marked_problem(templates: Templates, question: str,
+                   spans: Sequence[tuple[int, int]]) -> str:
+    """The problem text the classifier and the extractor read: ``templates.span_marker``
+    written right after each quantity span (character ``(start, end)``, in text order; the
+    marker's index is the span's rank, as in ``Q<i>`` arguments)."""
+    if not templates.span_marker:
+        return question
+    pieces, last = [], 0
+    for index, (_, end) in enumerate(spans):
+        pieces.append(question[last:end])
+        pieces.append(templates.span_marker.replace("{index}", str(index)))
+        last = end
+    pieces.append(question[last:])
+    return "".join(pieces)
+
+
 def classifier_suffix(templates: Templates, group: Sequence[tuple[int, str]]) -> str:
     """Text appended to the problem for the operation classifier."""
     return templates.classifier.replace("{items}", group_items(templates, group))

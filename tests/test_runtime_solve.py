@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from mycelium.runtime import Solver
 from mycelium.runtime.cli import main
 from mycelium.runtime.manifest import load_manifest
-from mycelium.runtime.solver import describe
+from mycelium.runtime.models import DecoderState
+from mycelium.runtime.solver import branch_first_token, describe
 from mycelium.runtime.spec import SEGMENTER_LABELS
 
 
@@ -68,7 +69,7 @@ class FakeExtractor:
         self.answers = []
         for seq in sequences:
             text = self.tokenizer.decode(seq)
-            items = [w.split("=")[0] for w in text.split() if w.startswith("Q") and "=" in w]
+            items = [w for w in text.split() if w.startswith("Q") and w[1:].isdigit()]
             args = items if len(items) > 1 else (items + ["R1"] if items else ["R1", "R2"])
             self.answers.append(self.tokenizer.encode_batch([" " + " ".join(args)])[0].ids)
         return np.zeros((len(sequences), 4), dtype=np.float32), _State(len(sequences))
@@ -130,6 +131,32 @@ def test_python_api_on_tiny_artifacts(artifacts: Path) -> None:
         record = result.to_record()
         assert set(record) == {"id", "answer", "answer_exact", "program", "confidence", "error"}
         assert (record["answer"] is None) == (record["error"] is not None)
+
+
+def test_branch_first_token_forces_each_rows_top_tokens() -> None:
+    logits = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], dtype=np.float32))
+    state = DecoderState(np.ones((2, 4), dtype=np.int64), np.array([4, 4]),
+                         [np.arange(2 * 3).reshape(2, 3, 1, 1).astype(np.float32)])
+    forced, branched, first = branch_first_token(logits, state, 2)
+    assert forced.argmax(axis=1).tolist() == [1, 2, 0, 2]  # best first, row by row
+    assert np.allclose(np.exp(first), [0.6, 0.3, 0.5, 0.3])
+    assert branched.past[0][:, :, 0, 0].tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]]
+
+
+def test_arg_readings_give_more_readings_per_group(artifacts: Path) -> None:
+    """Two first-token branches per (group, operation): up to twice the readings, and the
+    greedy reading is still among them with the same log-probability."""
+    questions = ["Tom has 3 apples and buys 4 more.", "Sam has 5 pens and 7 cups."]
+    one = Solver.load(artifacts=artifacts).solve(questions, trace=True)
+    two = Solver.load(artifacts=artifacts, search=("arg_readings=2",)).solve(questions,
+                                                                            trace=True)
+    for a, b in zip(one, two, strict=True):
+        for group, found in a.trace["variants"].items():
+            more = b.trace["variants"][group]
+            assert len(more) == 2 * len(found)
+            for variant in found:
+                assert any(v.op == variant.op and v.text == variant.text
+                           and abs(v.logprob - variant.logprob) < 1e-3 for v in more)
 
 
 def _run(args: list[str], stdin: str | None = None):

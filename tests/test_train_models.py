@@ -20,7 +20,11 @@ from transformers import (  # noqa: E402
 )
 
 from mycelium.runtime.spec import SPECIAL_TOKENS, SolverSpec, fit_answer_prior  # noqa: E402
-from mycelium.runtime.templates import classifier_suffix, extractor_suffix  # noqa: E402
+from mycelium.runtime.templates import (  # noqa: E402
+    classifier_suffix,
+    extractor_suffix,
+    marked_problem,
+)
 from mycelium.train import trainer as T  # noqa: E402
 from mycelium.train.models import SIZES, export_bytes, parameter_count  # noqa: E402
 
@@ -55,10 +59,11 @@ def write_data(folder: Path, n_train: int = 24, n_dev: int = 6, seed: int = 0) -
         split = "train" if k < n_train else "dev"
         question, spans, steps = _problem(rng)
         seg.append({"id": f"p{k}", "split": split, "question": question, "spans": spans})
-        corpus.append(question)
+        corpus.append(marked_problem(spec.templates, question, spans))
         for s, (indices, op, target) in enumerate(steps):
             group = [[i, question[spans[i][0]:spans[i][1]]] for i in indices]
-            base = {"id": f"p{k}-{s}", "split": split, "question": question, "group": group}
+            base = {"id": f"p{k}-{s}", "split": split, "question": question, "spans": spans,
+                    "group": group}
             cls.append({**base, "op": op})
             ext.append({**base, "op": op, "target": target})
             corpus.append(extractor_suffix(spec.templates, group, op) + " " + target)
@@ -107,7 +112,9 @@ def test_inputs_match_runtime_templates(data: Path, vocab: T.Vocab) -> None:
     records = T.read_jsonl(data / "extractor.jsonl")
     items = T.extractor_items(records, "train", vocab, spec)
     first = records[0]
-    q = vocab.tokenizer.encode(first["question"], add_special_tokens=False).ids
+    marked = marked_problem(spec.templates, first["question"], first["spans"])
+    assert marked != first["question"] and " Q2" in marked  # every span is marked
+    q = vocab.tokenizer.encode(marked, add_special_tokens=False).ids
     suffix = vocab.tokenizer.encode(
         extractor_suffix(spec.templates, first["group"], first["op"]), add_special_tokens=False
     ).ids

@@ -72,6 +72,7 @@ def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
             "id": record["id"],
             "split": record["split"],
             "question": record["question"],
+            "spans": [[span["start"], span["end"]] for span in record["spans"]],
             "group": [[index, texts[index]] for index in sorted(step["group"])],
             "op": step["op"],
             "reachable": bool(record["reachable"]),

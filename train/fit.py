@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +32,14 @@ def _training_options(func):  # type: ignore[no-untyped-def]
         click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, 1)),
         click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
                      help="torch CPU threads."),
+        click.option("--augment", default=0, show_default=True, type=click.IntRange(0),
+                     help="Number-resampled copies of each train problem (0 = none)."),
+        click.option("--dropout", default=0.0, show_default=True,
+                     type=click.FloatRange(0, 1, max_open=True),
+                     help="Residual dropout while fine-tuning the specialists."),
+        click.option("--span-markers", is_flag=True,
+                     help="Mark every quantity in the classifier's and extractor's problem "
+                          "text and name a group's spans by index only."),
         click.option("--pretrain-minutes", default=0.0, show_default=True,
                      type=click.FloatRange(0),
                      help="Pretrain a shared backbone as a causal LM first (0 = off)."),
@@ -40,18 +49,19 @@ def _training_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
-             seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
-             pretrain_text: Path | None) -> None:
+def _run_fit(data: Path, out: Path, threads: int, pretrain_text: Path | None,
+             backbone: Path | None = None, models: tuple[str, ...] = (),
+             **options: Any) -> None:
+    """Build the FitConfig from the shared options and train."""
     import torch
 
     from .trainer import FitConfig, fit
 
     torch.set_num_threads(threads)
-    config = FitConfig(size=size, epochs=epochs, minutes=minutes, patience=patience,
-                       seed=seed, device=device,
-                       lr=lr, pretrain_minutes=pretrain_minutes,
-                       pretrain_text=str(pretrain_text) if pretrain_text else None)
+    config = FitConfig(pretrain_text=str(pretrain_text) if pretrain_text else None,
+                       backbone=str(backbone) if backbone else None, **options)
+    if models:
+        config.models = tuple(models)
     report = fit(data, out, config)
     for name, entry in report["models"].items():
         figures = ", ".join(f"{k} {v:.4f}" for k, v in entry["best_dev"].items()
@@ -67,12 +77,19 @@ def _run_fit(data: Path, out: Path, size: str, epochs: int, minutes: float, pati
 @_training_options
 @click.option("--pretrain-text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="GSM8K jsonl whose train answers join the pretraining text.")
-def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
-                seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
-                pretrain_text: Path | None) -> None:
+@click.option("--backbone", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="Start from this saved backbone.safetensors (a checkpoint's) instead of "
+                   "pretraining.")
+@click.option("--model", "models", multiple=True,
+              type=click.Choice(["segmenter", "classifier", "extractor"]),
+              help="Train only these specialists (repeatable; default: all three).")
+def fit_command(data: Path, out: Path, threads: int, pretrain_text: Path | None,
+                backbone: Path | None, models: tuple[str, ...], **options: Any) -> None:
     """Train the segmenter, classifier and extractor; write the checkpoint folder."""
-    _run_fit(data, out, size, epochs, minutes, patience, seed, device, lr, threads,
-             pretrain_minutes, pretrain_text)
+    if backbone is not None and options["pretrain_minutes"] > 0:
+        raise click.UsageError("--backbone and --pretrain-minutes exclude each other")
+    _run_fit(data, out, threads, pretrain_text, backbone, models, **options)
 
 
 @click.command("all")
@@ -83,9 +100,8 @@ def fit_command(data: Path, out: Path, size: str, epochs: int, minutes: float, p
 @click.option("--data-out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the supervision folder here (default: a temporary folder).")
 @click.option("--vocab-size", default=4096, show_default=True, type=click.IntRange(300, 65536))
-def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, patience: int,
-                seed: int, device: str, lr: float, threads: int, pretrain_minutes: float,
-                data_out: Path | None, vocab_size: int) -> None:
+def all_command(data: Path, out: Path, threads: int, data_out: Path | None, vocab_size: int,
+                **options: Any) -> None:
     """`data` then `fit`: GSM8K jsonl to a trained checkpoint."""
     from .data import build
 
@@ -93,8 +109,7 @@ def all_command(data: Path, out: Path, size: str, epochs: int, minutes: float, p
         folder = data_out or Path(scratch)
         build(data, folder, vocab_size)
         click.echo(f"supervision written to {folder}")
-        _run_fit(folder, out, size, epochs, minutes, patience, seed, device, lr, threads,
-                 pretrain_minutes, data)
+        _run_fit(folder, out, threads, data, **options)
 
 
 def register(group: click.Group) -> None:

@@ -126,6 +126,26 @@ def build_pretrain_lm(size: BackboneSize | str, tokens: TokenIds) -> Qwen2ForCau
     return Qwen2ForCausalLM(backbone_config(size, tokens))
 
 
+def add_dropout(model: PreTrainedModel, p: float) -> list[torch.utils.hooks.RemovableHandle]:
+    """Residual dropout while training: on the token embeddings and on every attention and
+    MLP output (forward hooks, inactive in eval mode; remove them with ``handle.remove()``).
+    Qwen2 itself has attention-probability dropout only."""
+    import torch.nn.functional as F
+
+    def plain(module: torch.nn.Module, _: object, output: torch.Tensor) -> torch.Tensor:
+        return F.dropout(output, p, module.training)
+
+    def first(module: torch.nn.Module, _: object, output: tuple) -> tuple:
+        return (F.dropout(output[0], p, module.training), *output[1:])
+
+    backbone = model.model
+    handles = [backbone.embed_tokens.register_forward_hook(plain)]
+    for layer in backbone.layers:
+        handles.append(layer.self_attn.register_forward_hook(first))
+        handles.append(layer.mlp.register_forward_hook(plain))
+    return handles
+
+
 def load_backbone(model: PreTrainedModel, backbone: dict[str, torch.Tensor]) -> None:
     """Copy a pretrained backbone (``Qwen2Model`` state dict) into a specialist."""
     missing, unexpected = model.model.load_state_dict(backbone, strict=False)

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from mycelium.runtime.spec import SolverSpec, fit_answer_prior
-from mycelium.runtime.templates import classifier_suffix, extractor_suffix
+from mycelium.runtime.spec import MARKED_TEMPLATES, SolverSpec, fit_answer_prior
+from mycelium.runtime.templates import classifier_suffix, extractor_suffix, marked_problem
 
 from .models import (
     MAX_EXPORT_BYTES,
     SIZES,
     TokenIds,
+    add_dropout,
     build_classifier,
     build_extractor,
     build_segmenter,
@@ -51,6 +52,7 @@ from .models import (
 )
 
 IGNORE = -100
+BACKBONE_FILE = "backbone.safetensors"  # the pretrained backbone a checkpoint started from
 Group = list[tuple[int, str]]
 Log = Callable[[str], None]
 
@@ -83,6 +85,10 @@ class FitConfig:
     generate_eval: int = 300  # extractor dev rows checked by greedy generation at the end
     pretrain_minutes: float = 0.0  # 0 = no backbone pretraining
     pretrain_text: str | None = None  # GSM8K JSONL whose answers join the pretraining text
+    backbone: str | None = None  # a saved backbone.safetensors to start from (no pretraining)
+    augment: int = 0  # number-resampled copies of each train problem (train/augment.py)
+    dropout: float = 0.0  # residual dropout while fine-tuning the specialists (models.add_dropout)
+    span_markers: bool = False  # classifier/extractor read MARKED_TEMPLATES (spec.py)
     models: tuple[str, ...] = ("segmenter", "classifier", "extractor")
 
 
@@ -225,6 +231,19 @@ def _by_question(records: list[dict[str, Any]], split: str) -> dict[str, list[di
     return grouped
 
 
+def _prefixes(grouped: dict[str, list[dict[str, Any]]], spec: SolverSpec) -> list[str]:
+    """Each problem's text as the classifier and extractor read it (``marked_problem``)."""
+    out = []
+    for question, rows in grouped.items():
+        spans = rows[0].get("spans")
+        if spans is None and spec.templates.span_marker:
+            raise ValueError(f"step record {rows[0].get('id')} has no 'spans': the span "
+                             "markers need them (rewrite the data with `mycelium-train data`)")
+        out.append(marked_problem(spec.templates, question,
+                                  [(int(a), int(b)) for a, b in spans or []]))
+    return out
+
+
 def _check_no_pad(ids: list[int], pad: int, where: str) -> None:
     if pad in ids:
         raise ValueError(f"{where}: the pad token occurs inside a real input")
@@ -254,7 +273,7 @@ def classifier_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
     op_index = {op: i for i, op in enumerate(spec.operations)}
     grouped = _by_question(records, split)
     questions = list(grouped)
-    q_ids = vocab.encode(questions, spec.max_problem_tokens)
+    q_ids = vocab.encode(_prefixes(grouped, spec), spec.max_problem_tokens)
     items = []
     for question, enc in zip(questions, q_ids, strict=True):
         rows = grouped[question]
@@ -274,7 +293,7 @@ def extractor_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
     """Encode extractor records of one split, one packed item per problem."""
     grouped = _by_question(records, split)
     questions = list(grouped)
-    q_ids = vocab.encode(questions, spec.max_problem_tokens)
+    q_ids = vocab.encode(_prefixes(grouped, spec), spec.max_problem_tokens)
     items = []
     for question, enc in zip(questions, q_ids, strict=True):
         rows = grouped[question]
@@ -656,6 +675,7 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
     """Train one specialist; keep the weights of the best dev epoch."""
     batch_size = batch_size or config.batch_size
     model.to(device)
+    hooks = add_dropout(model, config.dropout) if config.dropout > 0 else []
     optimizer = _optimizer(model, config)
     rng = random.Random(config.seed)
     lengths = [len(x) for x in task.train]
@@ -718,6 +738,8 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
             log(f"[{task.name}] no better dev {task.metric} for {config.patience} epochs: "
                 "stopping")
             break
+    for hook in hooks:
+        hook.remove()
     if best_state is not None:
         model.load_state_dict(best_state)
     return TrainResult(model, history, best_epoch, best, time.perf_counter() - start, step)
@@ -726,12 +748,16 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
 # --------------------------------------------------------------------------- fit
 
 
-def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec,
-               names: Sequence[str]) -> dict[str, Task]:
-    """Read and encode the supervision files of the requested specialists."""
+def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec, names: Sequence[str],
+               augment_copies: int = 0, seed: int = 0) -> dict[str, Task]:
+    """Read and encode the supervision files of the requested specialists (train records
+    with ``augment_copies`` number-resampled copies each)."""
+    from .augment import augment
+
     tasks: dict[str, Task] = {}
     for name in names:
         records = read_jsonl(data / f"{name}.jsonl")
+        records += augment(records, augment_copies, seed)
         encode = {"segmenter": segmenter_items, "classifier": classifier_items,
                   "extractor": extractor_items}[name]
         cls = {"segmenter": SegmenterTask, "classifier": ClassifierTask,
@@ -775,7 +801,7 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     """Train the specialists on ``data`` and write the checkpoint folder ``out``."""
     wall = time.perf_counter()
     data, out = Path(data), Path(out)
-    spec = SolverSpec()
+    spec = SolverSpec(templates=MARKED_TEMPLATES) if config.span_markers else SolverSpec()
     seed_everything(config.seed)
     device = resolve_device(config.device)
     tokenizer_path = data / "tokenizer.json"
@@ -784,7 +810,7 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     vocab = Vocab.load(tokenizer_path, spec)
     if vocab.pad != 0:
         raise ValueError(f"tokenizer: <pad> must be id 0, got {vocab.pad}")
-    tasks = load_tasks(data, vocab, spec, config.models)
+    tasks = load_tasks(data, vocab, spec, config.models, config.augment, config.seed)
     for name, task in tasks.items():
         log(f"[{name}] {len(task.train)} train / {len(task.dev)} dev items")
 
@@ -799,7 +825,14 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
 
     backbone = None
     pretrain_info: dict[str, Any] | None = None
-    if config.pretrain_minutes > 0:
+    if config.backbone:
+        from safetensors.torch import load_file
+
+        backbone = load_file(config.backbone)
+        pretrain_info = {"backbone": config.backbone,
+                         "backbone_sha256": _sha256(Path(config.backbone))}
+        log(f"backbone read from {config.backbone}")
+    elif config.pretrain_minutes > 0:
         from .pretrain import pretrain_backbone
 
         answers = Path(config.pretrain_text) if config.pretrain_text else None
@@ -807,6 +840,10 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
                                                     answers=answers)
 
     out.mkdir(parents=True, exist_ok=True)
+    if backbone is not None:
+        from safetensors.torch import save_file
+
+        save_file(backbone, str(out / BACKBONE_FILE))
     report: dict[str, Any] = {
         "config": asdict(config),
         "seed": config.seed,

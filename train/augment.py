@@ -1,0 +1,95 @@
+"""Number-resampled copies of the train records (data augmentation, optional).
+
+A copy of a problem rewrites the digits of each quantity span written with
+digits (``48``, ``$12``, ``1,200``, ``3.50``, ``20%``) at random, keeping its
+format; everything else (words, the span's position in the span list, the group,
+the operation, the symbolic arguments ``Q0 R1 C2``) is unchanged, so the labels
+stay exact. The models then see each wording with several numbers and must read
+the words around a quantity rather than the number itself. Spans written in
+words (``half``, ``a dozen``) are kept as they are. Only train records are
+copied; dev never changes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+Record = dict[str, Any]
+
+
+NUMBER_MARKS = frozenset("$,.%")  # characters a digit span may hold besides its digits
+
+
+def _is_digit_span(text: str) -> bool:
+    """Written with digits only, apart from currency, separators and percent (``$1,200.50``)."""
+    return any(c.isdigit() for c in text) and all(
+        (c.isascii() and c.isdigit()) or c in NUMBER_MARKS for c in text
+    )
+
+
+def _resample(text: str, rng: random.Random) -> str:
+    """Every digit replaced by a random one, the format kept; a run of several digits
+    keeps a non-zero first digit, a single digit becomes 2-9."""
+    out = []
+    for i, char in enumerate(text):
+        if not char.isdigit():
+            out.append(char)
+            continue
+        run_start = i == 0 or not text[i - 1].isdigit()
+        alone = run_start and (i + 1 == len(text) or not text[i + 1].isdigit())
+        if alone and (i == 0 or text[i - 1] not in ",."):
+            out.append(str(rng.randint(2, 9)))
+        elif run_start and (i == 0 or text[i - 1] not in ",."):
+            out.append(str(rng.randint(1, 9)))
+        else:
+            out.append(str(rng.randint(0, 9)))
+    return "".join(out)
+
+
+def rewrite(question: str, spans: Sequence[Sequence[int]],
+            rng: random.Random) -> tuple[str, list[list[int]]]:
+    """The question with its digit spans resampled, and every span's new offsets."""
+    pieces: list[str] = []
+    new_spans: list[list[int]] = []
+    last = shift = 0
+    for start, end in spans:
+        text = question[start:end]
+        if _is_digit_span(text):
+            text = _resample(text, rng)
+        pieces.append(question[last:start])
+        pieces.append(text)
+        new_spans.append([start + shift, start + shift + len(text)])
+        shift += len(text) - (end - start)
+        last = end
+    pieces.append(question[last:])
+    return "".join(pieces), new_spans
+
+
+def augment(records: list[Record], copies: int, seed: int) -> list[Record]:
+    """``copies`` rewritten copies of each train problem's records (all of a problem's
+    records share one rewrite). Records need ``question`` and ``spans``; a ``group``'s
+    span texts follow the rewrite."""
+    if copies <= 0:
+        return []
+    rng = random.Random(seed)
+    by_question: dict[str, list[Record]] = {}
+    for record in records:
+        if record.get("split") == "train" and record.get("spans") is not None:
+            by_question.setdefault(record["question"], []).append(record)
+    out: list[Record] = []
+    for question, rows in by_question.items():
+        spans = rows[0]["spans"]
+        for copy in range(copies):
+            new_question, new_spans = rewrite(question, spans, rng)
+            if new_question == question:
+                break  # no digit span to resample: a copy would only repeat the problem
+            texts = [new_question[a:b] for a, b in new_spans]
+            for row in rows:
+                new = {**row, "question": new_question, "spans": new_spans,
+                       "id": f"{row.get('id')}~{copy + 1}"}
+                if "group" in row:
+                    new["group"] = [[index, texts[index]] for index, _ in row["group"]]
+                out.append(new)
+    return out
