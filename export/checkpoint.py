@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium.runtime.errors import ArtifactsError
-from mycelium.runtime.spec import SolverSpec
+from mycelium.runtime.spec import REJECT, SolverSpec
 
 from .errors import CheckpointError
 from .registry import ARCHITECTURES, ROLES, Architecture, Role, supported
@@ -105,7 +105,7 @@ def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, .
         raise CheckpointError(
             f"{role}: config.json has no label map (id2label is the default {labels[0]}...)"
         )
-    allowed = spec.segmenter_labels if role == "segmenter" else spec.operations
+    allowed = spec.segmenter_labels if role == "segmenter" else (*spec.operations, REJECT)
     unknown = [label for label in labels if label not in allowed]
     if unknown:
         raise CheckpointError(

@@ -34,7 +34,7 @@ from .sessions import (
     make_session,
     shape_profiles,
 )
-from .spec import SolverSpec, override_search
+from .spec import REJECT, SolverSpec, override_search
 from .templates import classifier_suffix, extractor_suffix, marked_problem
 from .tokenization import TextTokenizer
 
@@ -311,8 +311,11 @@ class Solver:
         with _Timer(self.stats, "classify"):
             op_scores = self._classify(prefixes, class_rows)
         with _Timer(self.stats, "search"):
-            k = max(1, min(self.spec.search.ops_per_group, len(self.operations)))
-            top_ops = np.argsort(-op_scores, axis=1)[:, :k]
+            real = [i for i, op in enumerate(self.operations) if op != REJECT]
+            k = max(1, min(self.spec.search.ops_per_group, len(real)))
+            choosable = np.full_like(op_scores, -np.inf)
+            choosable[:, real] = op_scores[:, real]  # a rejected group keeps its low scores
+            top_ops = np.argsort(-choosable, axis=1)[:, :k]
             min_op_logprob = math.log(max(self.spec.search.min_op_prob, 1e-12))
             extract_rows = []
             row_keys = []

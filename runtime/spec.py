@@ -19,6 +19,10 @@ from .errors import ArtifactsError
 
 SPEC_FORMAT_VERSION = 1
 OPERATIONS = ("ADD", "SUB", "MUL", "DIV")
+# Optional extra classifier label: "this group is no step of the program". Never extracted;
+# the mass it takes lowers the other operations' log-probabilities, so candidates built
+# from groups the classifier rejects rank lower.
+REJECT = "NONE"
 SEGMENTER_LABELS = ("O", "B-QTY", "I-QTY", "B-UNUSED", "I-UNUSED")
 SPECIAL_TOKENS = {
     "pad": "<pad>",

@@ -59,6 +59,14 @@ class FakeClassifier:
         return logits, _State(len(sequences))
 
 
+class RejectingClassifier:
+    """Gives the reject label (a fifth column) the most mass, then ADD."""
+
+    def prefill(self, sequences, state=None):
+        row = np.array([[2.0, 0.0, 0.0, 0.0, 5.0]], dtype=np.float32)
+        return np.tile(row, (len(sequences), 1)), _State(len(sequences))
+
+
 class FakeExtractor:
     """Writes the group's spans as arguments (R1 for a single span, the tail adds R1 R2)."""
 
@@ -112,6 +120,24 @@ def test_search_executor_and_scorer_answer_exactly(fake_solver: Solver) -> None:
         assert "Tom has 3 apples and buys 4 more. How many apples?"[start:end] == arg["text"]
     assert 0 < result.confidence <= 1
     assert "answer: 7" in describe(result)
+
+
+def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> None:
+    manifest = load_manifest(artifacts)
+    real = Solver(artifacts, manifest, "cpu", None)
+    runners = (FakeSegmenter(real.tokenizers["segmenter"]), RejectingClassifier(),
+               FakeExtractor(real.tokenizers["extractor"], real.eos_id))
+    solver = Solver(artifacts, manifest, "cpu", None, runners=runners)
+    solver.operations = (*solver.operations, "NONE")
+    (result,) = solver.solve(["Tom has 3 apples and buys 4 more. How many apples?"],
+                             trace=True)
+    assert result.answer == 7
+    readings = [v for found in result.trace["variants"].values() for v in found]
+    assert readings and all(v.op != "NONE" for v in readings)
+    ops = {v.op for v in readings}
+    assert "ADD" in ops and len(ops) == 2  # the two best real operations
+    add = max(v.logprob for v in readings if v.op == "ADD")
+    assert add < np.log(np.exp(2.0) / (np.exp(2.0) + 3 + np.exp(5.0))) + 1e-6
 
 
 def test_batch_keeps_order_and_ids(fake_solver: Solver) -> None:

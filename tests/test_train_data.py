@@ -361,3 +361,21 @@ def test_learned_step_inside_needs_permuted_search(text_order_only) -> None:
                "\n#### 29")
     d = derive(*problem)
     assert not d.reachable and d.reason == "span_free_step_before_spans"
+
+
+def test_reject_records_are_the_search_groups_that_are_no_step() -> None:
+    from mycelium.train.data import reject_records
+
+    spans = [{"start": 0, "end": 1, "text": "3", "used": True},
+             {"start": 2, "end": 3, "text": "4", "used": False},
+             {"start": 4, "end": 5, "text": "5", "used": True},
+             {"start": 6, "end": 7, "text": "6", "used": True}]
+    record = {"id": 7, "split": "train", "question": "3 4 5 6", "spans": spans,
+              "program": [{"op": "ADD", "args": ["Q0", "Q2"], "group": [0, 2]},
+                          {"op": "MUL", "args": ["R1", "Q3"], "group": [3]}]}
+    rejects = list(reject_records(record))
+    groups = sorted(tuple(i for i, _ in r["group"]) for r in rejects)
+    # windows over the used spans (0, 2, 3) of 1..3 spans, and (), minus the two steps
+    assert groups == [(), (0,), (0, 2, 3), (2,), (2, 3)]
+    assert {r["op"] for r in rejects} == {"NONE"}
+    assert all(r["spans"] == [[0, 1], [2, 3], [4, 5], [6, 7]] for r in rejects)

@@ -26,13 +26,17 @@ def main() -> None:
 @click.option("--unreachable-steps/--reachable-steps-only", default=True, show_default=True,
               help="Also train the classifier and extractor on the steps of aligned train "
                    "problems the search cannot reach (their gold-order programs).")
+@click.option("--reject-groups/--no-reject-groups", default=False, show_default=True,
+              help="Also give the classifier the groups of reachable problems that are no "
+                   "step, labelled NONE (a reject class).")
 def data(
-    data: Path, out: Path, vocab_size: int, span_constants: bool, unreachable_steps: bool
+    data: Path, out: Path, vocab_size: int, span_constants: bool, unreachable_steps: bool,
+    reject_groups: bool,
 ) -> None:
     """Derive spans, programs, specialist examples, coverage and the tokenizer."""
     from .data import build
 
-    coverage = build(data, out, vocab_size, span_constants, unreachable_steps)
+    coverage = build(data, out, vocab_size, span_constants, unreachable_steps, reject_groups)
     for split, figures in coverage["splits"].items():
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "

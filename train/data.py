@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mycelium.runtime.spec import DEFAULT_CONSTANTS
+from mycelium.runtime.search import UsedSet, unique_groups
+from mycelium.runtime.spec import DEFAULT_CONSTANTS, REJECT, SearchSpec
 
 from .align import Derivation, derive
 from .tokenizer import ARG_TOKENS, DEFAULT_VOCAB_SIZE, spans_align, train_tokenizer
@@ -80,6 +81,22 @@ def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
         yield base, {**base, "target": " ".join(step["args"])}
 
 
+def reject_records(record: dict[str, Any]) -> Iterator[dict]:
+    """Classifier records labelled ``REJECT`` for a reachable problem: every group the
+    runtime search forms over the gold used spans (``search.unique_groups``, the empty
+    group included) that is no step of the gold program."""
+    used = tuple(i for i, span in enumerate(record["spans"]) if span["used"])
+    gold = {tuple(sorted(step["group"])) for step in record["program"] if step["args"]}
+    texts = [span["text"] for span in record["spans"]]
+    for group in unique_groups([UsedSet(used, 0.0)], SearchSpec()):
+        if group not in gold:
+            yield {"id": record["id"], "split": record["split"],
+                   "question": record["question"],
+                   "spans": [[span["start"], span["end"]] for span in record["spans"]],
+                   "group": [[index, texts[index]] for index in group], "op": REJECT,
+                   "reachable": True}
+
+
 def _new_stats() -> dict[str, Any]:
     return {
         "problems": 0, "parsed": 0, "aligned": 0, "reachable": 0,
@@ -90,6 +107,7 @@ def _new_stats() -> dict[str, Any]:
         "endings": Counter(),
         "arg_sources": Counter(), "constants": Counter(), "ops": Counter(),
         "spans_not_on_token_bounds": 0, "segmenter": 0, "step_records": 0,
+        "reject_records": 0,
         "aligned_quantities": 0, "aligned_quantities_used": 0,
         "reachable_quantities": 0, "reachable_quantities_used": 0,
     }
@@ -153,6 +171,7 @@ def build(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     span_constants: bool = False,
     unreachable_steps: bool = True,
+    reject_groups: bool = False,
 ) -> dict[str, Any]:
     """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
 
@@ -161,6 +180,8 @@ def build(
     ``unreachable_steps``: also write classifier/extractor records for the steps of aligned
     but unreachable *train* problems (dev records stay reachable-only, so dev figures keep
     measuring what the search can use).
+    ``reject_groups``: also write classifier records labelled ``REJECT`` for the groups
+    of reachable problems that are no step (:func:`reject_records`).
     """
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -210,11 +231,16 @@ def build(
                 split_stats["step_records"] += 1
                 classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
                 extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")
+            if reject_groups and record["reachable"]:
+                for reject in reject_records(record):
+                    split_stats["reject_records"] += 1
+                    classifier.write(json.dumps(reject, ensure_ascii=False) + "\n")
 
     coverage = {
         "data": str(data),
         "span_constants": span_constants,
         "unreachable_steps": unreachable_steps,
+        "reject_groups": reject_groups,
         "splits": {split: _finish(stats[split]) for split in SPLITS},
         "tokenizer": {
             "vocab_size": tokenizer.get_vocab_size(),

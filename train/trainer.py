@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from mycelium.runtime.spec import MARKED_TEMPLATES, SolverSpec, fit_answer_prior
+from mycelium.runtime.spec import MARKED_TEMPLATES, REJECT, SolverSpec, fit_answer_prior
 from mycelium.runtime.templates import classifier_suffix, extractor_suffix, marked_problem
 
 from .models import (
@@ -267,10 +267,15 @@ def segmenter_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
     return items
 
 
+def classifier_labels(spec: SolverSpec, reject: bool) -> tuple[str, ...]:
+    """The classifier's labels: the operations, then ``REJECT`` when it learns one."""
+    return (*spec.operations, REJECT) if reject else spec.operations
+
+
 def classifier_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
                      spec: SolverSpec) -> list[PackedItem]:
     """Encode classifier records of one split, one packed item per problem."""
-    op_index = {op: i for i, op in enumerate(spec.operations)}
+    op_index = {op: i for i, op in enumerate(classifier_labels(spec, reject=True))}
     grouped = _by_question(records, split)
     questions = list(grouped)
     q_ids = vocab.encode(_prefixes(grouped, spec), spec.max_problem_tokens)
@@ -513,9 +518,16 @@ class SegmenterTask(Task):
 
 
 class ClassifierTask(Task):
-    """C2: operation of each group, read at its last token."""
+    """C2: operation of each group, read at its last token; with ``REJECT`` records
+    (``mycelium-train data --reject-groups``) also whether the group is a step at all."""
 
     name, metric = "classifier", "accuracy"
+
+    @property
+    def reject(self) -> bool:
+        """Whether the train records hold the reject label (its index follows the ops)."""
+        index = len(self.spec.operations)
+        return any(index in item.labels for item in self.train)
 
     def collate(self, items: list[PackedItem]) -> dict[str, torch.Tensor]:
         return collate_packed(items, self.vocab.pad, extractor=False)
@@ -526,17 +538,29 @@ class ClassifierTask(Task):
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device,
                  batch_size: int) -> dict[str, float]:
+        """``accuracy``: the best operation (the reject label aside, as the runtime picks)
+        on the groups that are steps; ``reject_accuracy``: the reject label's argmax rate
+        on the groups that are not."""
         model.eval()
-        correct = total = 0
+        ops = len(self.spec.operations)
+        correct = total = rejected = negatives = 0
         loss = 0.0
         for idx in eval_batches([len(x) for x in self.dev], batch_size):
             batch = _to(self.collate([self.dev[i] for i in idx]), device)
             logits = packed_logits(model, batch, model.score)
-            loss += F.cross_entropy(logits, batch["targets"], reduction="sum").item()
-            correct += (logits.argmax(-1) == batch["targets"]).sum().item()
-            total += len(batch["targets"])
-        return {"accuracy": correct / max(1, total), "loss": loss / max(1, total),
-                "groups": total}
+            targets = batch["targets"]
+            steps = targets < ops
+            loss += F.cross_entropy(logits[steps], targets[steps], reduction="sum").item()
+            correct += (logits[steps, :ops].argmax(-1) == targets[steps]).sum().item()
+            total += int(steps.sum())
+            if logits.shape[1] > ops:
+                rejected += (logits[~steps].argmax(-1) == ops).sum().item()
+                negatives += int((~steps).sum())
+        figures = {"accuracy": correct / max(1, total), "loss": loss / max(1, total),
+                   "groups": total}
+        if negatives:
+            figures["reject_accuracy"] = rejected / negatives
+        return figures
 
 
 class ExtractorTask(Task):
@@ -768,14 +792,14 @@ def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec, names: Sequence[str],
 
 
 def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
-                seed: int) -> torch.nn.Module:
+                seed: int, reject: bool = False) -> torch.nn.Module:
     """A freshly initialised specialist (seeded)."""
     torch.manual_seed(seed)
     tokens = vocab.token_ids
     if name == "segmenter":
         return build_segmenter(config.size, tokens, spec.segmenter_labels)
     if name == "classifier":
-        return build_classifier(config.size, tokens, spec.operations)
+        return build_classifier(config.size, tokens, classifier_labels(spec, reject))
     return build_extractor(config.size, tokens, spec.max_new_tokens)
 
 
@@ -861,7 +885,8 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
         if name not in tasks:
             continue
         task = tasks[name]
-        model = build_model(name, config, vocab, spec, config.seed * 1000 + offset)
+        reject = isinstance(task, ClassifierTask) and task.reject
+        model = build_model(name, config, vocab, spec, config.seed * 1000 + offset, reject)
         if backbone is not None:
             load_backbone(model, backbone)
         seed_everything(config.seed * 1000 + offset)
