@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -251,22 +252,42 @@ def info(artifacts: str | None, provider: str, threads: int | None, no_verify: b
               help="Write the JSON report here.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="First N records only.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--baseline", "baseline", type=click.Path(dir_okay=False), default=None,
+              help="An earlier diagnose report of the same problems: add a paired "
+                   "comparison (gained, lost, exact McNemar p).")
 @artifact_options
 def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
-             artifacts: str | None, provider: str, threads: int | None, no_verify: bool,
-             search: tuple[str, ...]) -> None:
+             baseline: str | None, artifacts: str | None, provider: str, threads: int | None,
+             no_verify: bool, search: tuple[str, ...]) -> None:
     """Attribute each lost problem to a stage (records must carry a gold answer).
 
     Gold is read only after solving, to attribute errors; the solver never sees it.
     """
+    from .compare import compare_reports
     from .diagnose import run_diagnosis
 
+    before = _read_report(baseline) if baseline else None
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     try:
         summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size)
+        if before is not None:
+            written = json.loads(Path(report).read_text(encoding="utf-8"))
+            summary["versus_baseline"] = {"baseline": baseline,
+                                          **compare_reports(before, written)}
+            written["summary"] = summary
+            Path(report).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     except MyceliumError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2))
+
+
+def _read_report(path: str) -> dict:
+    """A diagnose report, or a one-line error naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(
+            f"--baseline {path}: not a readable JSON report ({exc})") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

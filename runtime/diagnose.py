@@ -28,6 +28,7 @@ from typing import Any
 
 from mycelium.executor import format_fraction
 
+from .compare import wilson_interval
 from .errors import InputError
 from .quantities import parse_quantity
 from .records import parse_line
@@ -158,9 +159,11 @@ def run_diagnosis(
                 counts["oracle:" + oracle_stage] += 1
             per_problem.append(entry)
     total = len(rows)
+    low, high = wilson_interval(counts["correct"], total)
     summary = {
         "problems": total,
         "accuracy": counts["correct"] / total,
+        "accuracy_95ci": [round(low, 4), round(high, 4)],
         "lost_by_stage": {name: counts[name] for name in CATEGORIES},
         "oracle_gold_spans": {
             "label": "ORACLE: gold spans fed to the pipeline (reachable problems only)",

@@ -77,7 +77,8 @@ class FakeExtractor:
         self.answers = []
         for seq in sequences:
             text = self.tokenizer.decode(seq)
-            items = [w for w in text.split() if w.startswith("Q") and w[1:].isdigit()]
+            names = [w.split("=")[0] for w in text.split()]  # " Q0=3" or " Q0" items
+            items = [w for w in names if w.startswith("Q") and w[1:].isdigit()]
             args = items if len(items) > 1 else (items + ["R1"] if items else ["R1", "R2"])
             self.answers.append(self.tokenizer.encode_batch([" " + " ".join(args)])[0].ids)
         return np.zeros((len(sequences), 4), dtype=np.float32), _State(len(sequences))

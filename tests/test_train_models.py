@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from transformers import (  # noqa: E402
     Qwen2ForTokenClassification,
 )
 
-from mycelium.runtime.spec import SPECIAL_TOKENS, SolverSpec, fit_answer_prior  # noqa: E402
+from mycelium.runtime.spec import (  # noqa: E402
+    MARKED_TEMPLATES,
+    REJECT,
+    SPECIAL_TOKENS,
+    SolverSpec,
+    fit_answer_prior,
+)
 from mycelium.runtime.templates import (  # noqa: E402
     classifier_suffix,
     extractor_suffix,
@@ -107,14 +114,15 @@ def test_bio_labels_roundtrip(data: Path, vocab: T.Vocab) -> None:
         assert T.spans_from_bio(item.question, item.offsets, item.labels) == item.gold
 
 
-def test_inputs_match_runtime_templates(data: Path, vocab: T.Vocab) -> None:
-    spec = SolverSpec()
+@pytest.mark.parametrize("marked", [False, True])
+def test_inputs_match_runtime_templates(data: Path, vocab: T.Vocab, marked: bool) -> None:
+    spec = SolverSpec(templates=MARKED_TEMPLATES) if marked else SolverSpec()
     records = T.read_jsonl(data / "extractor.jsonl")
     items = T.extractor_items(records, "train", vocab, spec)
     first = records[0]
-    marked = marked_problem(spec.templates, first["question"], first["spans"])
-    assert marked != first["question"] and " Q2" in marked  # every span is marked
-    q = vocab.tokenizer.encode(marked, add_special_tokens=False).ids
+    text = marked_problem(spec.templates, first["question"], first["spans"])
+    assert (text != first["question"] and " Q2" in text) == marked  # every span marked
+    q = vocab.tokenizer.encode(text, add_special_tokens=False).ids
     suffix = vocab.tokenizer.encode(
         extractor_suffix(spec.templates, first["group"], first["op"]), add_special_tokens=False
     ).ids
@@ -280,3 +288,21 @@ def test_patience_stops_when_dev_stops_improving(data: Path, vocab: T.Vocab) -> 
                           batch_size=4)
     assert result.best_epoch == 1 and len(result.history) == 3  # epochs 2 and 3 not better
     assert "stopping" in logs[-1]
+
+
+def test_reject_label_trains_and_is_reported_apart(data: Path, tmp_path: Path) -> None:
+    """Classifier records labelled NONE give a fifth label; accuracy stays on the steps."""
+    folder = tmp_path / "data"
+    shutil.copytree(data, folder)
+    rows = T.read_jsonl(folder / "classifier.jsonl")
+    rejects = [{**r, "group": [], "op": REJECT} for r in rows if r["op"] == "ADD"]
+    with open(folder / "classifier.jsonl", "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rejects)
+    config = T.FitConfig(size="tiny", epochs=1, minutes=0, packed_batch_size=4,
+                         warmup_steps=1, models=("classifier",))
+    report = T.fit(folder, tmp_path / "ckpt", config, log=lambda _: None)
+    clf = Qwen2ForSequenceClassification.from_pretrained(tmp_path / "ckpt" / "classifier")
+    assert clf.config.id2label == dict(enumerate((*SolverSpec().operations, REJECT)))
+    dev = report["models"]["classifier"]["best_dev"]
+    steps = sum(r["split"] == "dev" for r in rows)
+    assert dev["groups"] == steps and 0 <= dev["reject_accuracy"] <= 1
