@@ -263,19 +263,13 @@ def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
 
     Gold is read only after solving, to attribute errors; the solver never sees it.
     """
-    from .compare import compare_reports
     from .diagnose import run_diagnosis
 
     before = _read_report(baseline) if baseline else None
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     try:
-        summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size)
-        if before is not None:
-            written = json.loads(Path(report).read_text(encoding="utf-8"))
-            summary["versus_baseline"] = {"baseline": baseline,
-                                          **compare_reports(before, written)}
-            written["summary"] = summary
-            Path(report).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+        summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size,
+                                baseline=before, baseline_name=baseline)
     except MyceliumError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2))

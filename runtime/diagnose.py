@@ -28,7 +28,7 @@ from typing import Any
 
 from mycelium.executor import format_fraction
 
-from .compare import wilson_interval
+from .compare import compare_reports, wilson_interval
 from .errors import InputError
 from .quantities import parse_quantity
 from .records import parse_line
@@ -122,9 +122,11 @@ def _gold_spans(derivation: Any) -> list[Span]:
 
 def run_diagnosis(
     solver: Any, input_path: str, report_path: str, *, limit: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = 16, baseline: dict[str, Any] | None = None,
+    baseline_name: str | None = None,
 ) -> dict[str, Any]:
-    """Solve, attribute every problem, write a JSON report and return its summary."""
+    """Solve, attribute every problem, write a JSON report and return its summary;
+    ``baseline``: an earlier report of the same problems to compare with (paired)."""
     rows = _gold_rows(input_path, limit)
     if not rows:
         raise InputError(f"no record of {input_path!r} carries a question and a gold answer")
@@ -176,6 +178,10 @@ def run_diagnosis(
             "value": oracle_total / total,
         },
     }
+    if baseline is not None:
+        summary["versus_baseline"] = {
+            "baseline": baseline_name, **compare_reports(baseline, {"problems": per_problem})
+        }
     Path(report_path).write_text(
         json.dumps({"summary": summary, "problems": per_problem}, indent=2) + "\n",
         encoding="utf-8",

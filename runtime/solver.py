@@ -388,10 +388,6 @@ class Solver:
             {
                 "variants": dict(variants),
                 "valid_values": [item.result.value for item in valid],
-                "valid_scores": [item.score for item in valid],
-                "valid_steps": [len(item.result.steps) for item in valid],
-                "valid_intermediates": [[step.result for step in item.result.steps[:-1]]
-                                        for item in valid],
                 "used_sets": [used.spans for used in sets],
             }
             if trace

@@ -30,41 +30,30 @@ def _is_digit_span(text: str) -> bool:
 
 
 def _resample(text: str, rng: random.Random) -> str:
-    """Every digit replaced by a random one, the format kept; a run of several digits
-    keeps a non-zero first digit, a single digit becomes 2-9."""
+    """Every digit replaced by a random one, the format (and so the length) kept; a run of
+    several digits keeps a non-zero first digit, a single digit becomes 2-9."""
     out = []
     for i, char in enumerate(text):
         if not char.isdigit():
             out.append(char)
             continue
-        run_start = i == 0 or not text[i - 1].isdigit()
-        alone = run_start and (i + 1 == len(text) or not text[i + 1].isdigit())
-        if alone and (i == 0 or text[i - 1] not in ",."):
-            out.append(str(rng.randint(2, 9)))
-        elif run_start and (i == 0 or text[i - 1] not in ",."):
-            out.append(str(rng.randint(1, 9)))
-        else:
-            out.append(str(rng.randint(0, 9)))
+        leading = i == 0 or (not text[i - 1].isdigit() and text[i - 1] not in ",.")
+        alone = i + 1 == len(text) or not text[i + 1].isdigit()
+        low = (2 if alone else 1) if leading else 0
+        out.append(str(rng.randint(low, 9)))
     return "".join(out)
 
 
 def rewrite(question: str, spans: Sequence[Sequence[int]],
             rng: random.Random) -> tuple[str, list[list[int]]]:
-    """The question with its digit spans resampled, and every span's new offsets."""
-    pieces: list[str] = []
-    new_spans: list[list[int]] = []
-    last = shift = 0
+    """The question with its digit spans resampled, and the spans (their offsets are
+    unchanged: a resampled span keeps its length)."""
+    chars = list(question)
     for start, end in spans:
         text = question[start:end]
         if _is_digit_span(text):
-            text = _resample(text, rng)
-        pieces.append(question[last:start])
-        pieces.append(text)
-        new_spans.append([start + shift, start + shift + len(text)])
-        shift += len(text) - (end - start)
-        last = end
-    pieces.append(question[last:])
-    return "".join(pieces), new_spans
+            chars[start:end] = _resample(text, rng)
+    return "".join(chars), [[start, end] for start, end in spans]
 
 
 def augment(records: list[Record], copies: int, seed: int) -> list[Record]:

@@ -88,11 +88,11 @@ def reject_records(record: dict[str, Any]) -> Iterator[dict]:
     used = tuple(i for i, span in enumerate(record["spans"]) if span["used"])
     gold = {tuple(sorted(step["group"])) for step in record["program"] if step["args"]}
     texts = [span["text"] for span in record["spans"]]
+    offsets = [[span["start"], span["end"]] for span in record["spans"]]
     for group in unique_groups([UsedSet(used, 0.0)], SearchSpec()):
         if group not in gold:
             yield {"id": record["id"], "split": record["split"],
-                   "question": record["question"],
-                   "spans": [[span["start"], span["end"]] for span in record["spans"]],
+                   "question": record["question"], "spans": offsets,
                    "group": [[index, texts[index]] for index in group], "op": REJECT,
                    "reachable": True}
 
