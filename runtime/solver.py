@@ -37,6 +37,7 @@ from .sessions import (
 from .spec import REJECT, SolverSpec, override_search
 from .templates import classifier_suffix, extractor_suffix, marked_problem
 from .tokenization import TextTokenizer
+from .verifier import CandidateInfo, candidate_features, with_pool_features
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
@@ -361,6 +362,7 @@ class Solver:
                 options[group] = parsed[: spec.readings_per_group]
         quantities = [span.value for span in spans]
         valid: list[Scored] = []
+        features: list[dict[str, float]] = []
         budget = spec.max_candidates
         executions = 0
         for ranked in best_first(search.candidates(sets, spec), options):
@@ -383,11 +385,28 @@ class Solver:
                 if result.ok:
                     order_score = ranked.score + spec.inversion_logprob * search.inversions(order)
                     valid.append(Scored(order_score, result, ranked.index))
-        best, confidence = pick_answer(valid, self.spec.answer_prior, spec.pool_temperature)
+                    info = CandidateInfo(
+                        order_score,
+                        tuple(v.logprob for v in steps),
+                        ranked.candidate.used_logprob,
+                        template is not None,
+                    )
+                    features.append(candidate_features(info, result, quantities))
+        vectors = with_pool_features(features, [item.result for item in valid])
+        scorer = self.spec.answer_scorer
+        if scorer is not None:
+            learned = [
+                replace(item, score=logit)
+                for item, logit in zip(valid, scorer.logits(vectors), strict=True)
+            ]
+            best, confidence = pick_answer(learned)
+        else:
+            best, confidence = pick_answer(valid, self.spec.answer_prior, spec.pool_temperature)
         debug = (
             {
                 "variants": dict(variants),
                 "valid_values": [item.result.value for item in valid],
+                "candidate_features": vectors,
                 "used_sets": [used.spans for used in sets],
             }
             if trace

@@ -16,6 +16,7 @@ from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
 from mycelium.executor import format_fraction
 
 from .errors import ArtifactsError
+from .verifier import AnswerScorer
 
 SPEC_FORMAT_VERSION = 1
 OPERATIONS = ("ADD", "SUB", "MUL", "DIV")
@@ -166,6 +167,7 @@ class SolverSpec:
     max_new_tokens: int = 12
     search: SearchSpec = field(default_factory=SearchSpec)
     answer_prior: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ANSWER_PRIOR))
+    answer_scorer: AnswerScorer | None = None  # learned candidate scorer (runtime/verifier.py)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of mycelium.json)."""
@@ -200,6 +202,8 @@ class SolverSpec:
                 if set(prior) != set(ANSWER_CLASSES) or any(v > 0 for v in prior.values()):
                     raise ValueError("answer_prior needs a log-probability per answer class")
                 kwargs["answer_prior"] = prior
+            if data.get("answer_scorer") is not None:
+                kwargs["answer_scorer"] = AnswerScorer.from_dict(data["answer_scorer"])
             if "special_tokens" in data:
                 special = data["special_tokens"]
                 kwargs["special_tokens"] = {str(k): str(v) for k, v in special.items()}

@@ -48,6 +48,40 @@ def data(
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--artifacts", "artifacts", required=True, type=click.Path(
+              exists=True, file_okay=False, path_type=Path),
+              help="Exported artifacts whose candidates are scored (and, with --write, "
+                   "whose manifest receives the scorer).")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="GSM8K jsonl (question, answer).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "dev"]),
+              help="The split whose candidates the scorer is fitted on.")
+@click.option("--eval-split", default=None, type=click.Choice(["train", "dev"]),
+              help="Also report (not fit) the picks on this split's candidates.")
+@click.option("--cache", "cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Candidate cache of the fit split: read when it exists, else written.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="First N problems only.")
+@click.option("--l2", default=1e-2, show_default=True, type=click.FloatRange(0),
+              help="L2 penalty on the standardized weights.")
+@click.option("--search", "search", multiple=True, metavar="KEY=VALUE",
+              help="Search settings while collecting (as `mycelium-rt solve --search`).")
+@click.option("--write/--no-write", default=False, show_default=True,
+              help="Store the fitted scorer in the artifacts' manifest (answer_scorer).")
+def scorer(
+    artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
+    limit: int | None, l2: float, search: tuple[str, ...], write: bool,
+) -> None:
+    """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
+    from .scorer import fit_scorer_command
+
+    try:
+        fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,
+                           click.echo)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # `fit` and `all` (train/fit.py: click only; torch is imported inside the commands)
 from .fit import register  # noqa: E402
 

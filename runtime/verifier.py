@@ -1,0 +1,171 @@
+"""A learned answer scorer: a log-linear model over each valid candidate's features.
+
+The default scorer ranks candidates by their mean step log-probability alone. The
+verifier adds what the executed program itself shows (how many steps, how many of the
+marked quantities it reads, whether it needs constants, whether an intermediate result
+is fractional or negative, the answer's class and size) and what the other candidates
+say (how many reach the same value). Its weights are fitted by `mycelium-train scorer`
+on the search's own candidates for train problems (a candidate is positive when its
+value is the gold answer) and stored in ``mycelium.json`` as ``answer_scorer``. Nothing
+here reads the problem's words: every feature is a property of the candidate program or
+a model's probability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from mycelium.executor import ExecutionResult
+from mycelium.executor.program import OPERATIONS
+
+MAX_STEP_BUCKET = 5  # steps one-hot: 1, 2, ..., 5 or more
+
+FEATURES: tuple[str, ...] = (
+    "score",  # mean step log-probability (the default scorer's ranking)
+    "min_step_logprob",
+    "used_logprob",  # the segmenter's log-probability of the candidate's used set
+    "score_gap",  # score minus the best valid candidate's score in the problem
+    *(f"steps_{n}" for n in range(1, MAX_STEP_BUCKET + 1)),
+    "template_tail",
+    *(f"op_{op.lower()}" for op in OPERATIONS),  # share of the steps with this operation
+    "quantities_unread",  # marked quantities the program never reads, as a fraction
+    "quantity_reuse",  # quantity arguments beyond the first read of each
+    "constants",  # constant arguments
+    "fractional_intermediate",
+    "negative_intermediate",
+    "answer_fraction",
+    "answer_negative",
+    "answer_log_magnitude",
+    "answer_is_quantity",  # the answer equals a marked quantity's value
+    "value_support",  # log of the valid candidates reaching the same value
+    "value_rank_support",  # log of the same-value candidates among the five best-scored
+    "answer_is_other_intermediate",  # another candidate computes this value on its way
+    "steps_below_longest",  # steps fewer than the longest valid candidate's
+)
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """What the verifier reads of one valid candidate, besides its execution."""
+
+    score: float
+    step_logprobs: tuple[float, ...]
+    used_logprob: float
+    template_tail: bool
+
+
+def candidate_features(
+    info: CandidateInfo, result: ExecutionResult, quantities: Sequence[Fraction | None]
+) -> dict[str, float]:
+    """The features of one candidate that do not depend on the other candidates."""
+    assert result.value is not None
+    steps = len(result.steps)
+    reads: Counter[int] = Counter()
+    constants = 0
+    for trace in result.steps:
+        for arg, _ in trace.args:
+            if arg.kind == "quantity" and arg.index is not None:
+                reads[arg.index] += 1
+            elif arg.kind == "constant":
+                constants += 1
+    intermediates = [trace.result for trace in result.steps[:-1]]
+    value = result.value
+    quantity_count = len(quantities)
+    features = {
+        "score": info.score,
+        "min_step_logprob": min(info.step_logprobs, default=0.0),
+        "used_logprob": info.used_logprob,
+        "template_tail": float(info.template_tail),
+        "quantities_unread": (quantity_count - len(reads)) / quantity_count
+        if quantity_count else 0.0,
+        "quantity_reuse": float(sum(reads.values()) - len(reads)),
+        "constants": float(constants),
+        "fractional_intermediate": float(any(v.denominator != 1 for v in intermediates)),
+        "negative_intermediate": float(any(v < 0 for v in intermediates)),
+        "answer_fraction": float(value.denominator != 1),
+        "answer_negative": float(value < 0),
+        "answer_log_magnitude": math.log10(1.0 + min(float(abs(value)), 1e12)),
+        "answer_is_quantity": float(value in quantities),
+        "steps": float(steps),
+    }
+    for n in range(1, MAX_STEP_BUCKET + 1):
+        features[f"steps_{n}"] = float(min(steps, MAX_STEP_BUCKET) == n)
+    ops = Counter(trace.op for trace in result.steps)
+    for op in OPERATIONS:
+        features[f"op_{op.lower()}"] = ops[op] / steps
+    return features
+
+
+def with_pool_features(
+    rows: Sequence[dict[str, float]], results: Sequence[ExecutionResult]
+) -> list[list[float]]:
+    """Feature vectors (in :data:`FEATURES` order) once every candidate is known."""
+    if not rows:
+        return []
+    values = [result.value for result in results]
+    best = max(row["score"] for row in rows)
+    longest = max(row["steps"] for row in rows)
+    support = Counter(values)
+    top = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])[:5]
+    top_support = Counter(values[i] for i in top)
+    on_the_way: Counter[Fraction] = Counter()
+    for result in results:
+        on_the_way.update({trace.result for trace in result.steps[:-1]})
+    out = []
+    for row, value in zip(rows, values, strict=True):
+        full = {
+            **row,
+            "score_gap": row["score"] - best,
+            "value_support": math.log(support[value]),
+            "value_rank_support": math.log(1 + top_support.get(value, 0)),
+            "answer_is_other_intermediate": float(on_the_way.get(value, 0) > 0),
+            "steps_below_longest": longest - row["steps"],
+        }
+        out.append([full[name] for name in FEATURES])
+    return out
+
+
+@dataclass(frozen=True)
+class AnswerScorer:
+    """Weights of the log-linear candidate model (standardized features)."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def logits(self, vectors: Sequence[Sequence[float]]) -> list[float]:
+        """One unnormalized log-probability per candidate."""
+        return [
+            sum(w * (x - m) / s for w, x, m, s in zip(self.weights, vector, self.mean,
+                                                     self.scale, strict=True))
+            for vector in vectors
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as stored under ``answer_scorer`` in mycelium.json."""
+        return {
+            "features": list(self.features),
+            "mean": [round(x, 6) for x in self.mean],
+            "scale": [round(x, 6) for x in self.scale],
+            "weights": [round(x, 6) for x in self.weights],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnswerScorer:
+        """Validate the stored form: known feature names, one number per feature."""
+        names = tuple(str(name) for name in data["features"])
+        if names != FEATURES:
+            unknown = sorted(set(names) ^ set(FEATURES))
+            raise ValueError(f"answer_scorer features differ from this runtime's: {unknown}")
+        columns = [tuple(float(x) for x in data[key]) for key in ("mean", "scale", "weights")]
+        if any(len(column) != len(names) for column in columns):
+            raise ValueError("answer_scorer needs one mean, scale and weight per feature")
+        if any(not s > 0 for s in columns[1]):
+            raise ValueError("answer_scorer scales must be positive")
+        return cls(names, *columns)

@@ -1,0 +1,134 @@
+"""The learned answer scorer: candidate features, the fit, and its place in the manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mycelium.executor import Arg, ExecutionResult, Step, execute
+from mycelium.runtime.errors import ArtifactsError
+from mycelium.runtime.spec import SolverSpec
+from mycelium.runtime.verifier import (
+    FEATURES,
+    AnswerScorer,
+    CandidateInfo,
+    candidate_features,
+    with_pool_features,
+)
+from mycelium.train.scorer import ProblemCandidates, fit, pick_accuracy, read_cache, write_cache
+
+QUANTITIES = [Fraction(48), Fraction(2), Fraction(7)]
+
+
+def _run(*steps: Step) -> ExecutionResult:
+    result = execute(steps, QUANTITIES, connected=True)
+    assert result.ok, result.error
+    return result
+
+
+def _features(result: ExecutionResult, score: float = -1.0) -> dict[str, float]:
+    info = CandidateInfo(score, (score - 0.5, score + 0.5), -0.1, False)
+    return candidate_features(info, result, QUANTITIES)
+
+
+def test_candidate_features_read_the_program() -> None:
+    half = _run(Step("DIV", (Arg.quantity(0), Arg.quantity(1))))
+    total = _run(Step("DIV", (Arg.quantity(0), Arg.quantity(1))),
+                 Step("ADD", (Arg.quantity(0), Arg.result(1))))
+    one = _features(half)
+    assert one["steps_1"] == 1 and one["steps_2"] == 0
+    assert one["min_step_logprob"] == -1.5 and one["used_logprob"] == -0.1
+    assert math.isclose(one["quantities_unread"], 1 / 3)  # 7 is never read
+    assert one["quantity_reuse"] == 0 and one["answer_is_quantity"] == 0
+    two = _features(total)
+    assert two["steps_2"] == 1 and two["quantity_reuse"] == 1  # 48 read twice
+    fraction = _features(_run(Step("DIV", (Arg.quantity(2), Arg.quantity(1)))))
+    assert fraction["answer_fraction"] == 1 and fraction["answer_negative"] == 0
+    negative = _features(_run(Step("SUB", (Arg.quantity(1), Arg.quantity(2)))))
+    assert negative["answer_negative"] == 1
+
+    vectors = with_pool_features([one, two, _features(half, -3.0)], [half, total, half])
+    column = {name: i for i, name in enumerate(FEATURES)}
+    assert all(len(v) == len(FEATURES) for v in vectors)
+    assert vectors[0][column["score_gap"]] == 0 and vectors[2][column["score_gap"]] == -2
+    assert vectors[0][column["value_support"]] == math.log(2)
+    # 24 is the two-step program's intermediate: the shorter candidate stops on the way
+    assert vectors[0][column["answer_is_other_intermediate"]] == 1
+    assert vectors[1][column["answer_is_other_intermediate"]] == 0
+    assert vectors[0][column["steps_below_longest"]] == 1
+    assert vectors[1][column["steps_below_longest"]] == 0
+    assert with_pool_features([], []) == []
+
+
+def _problem(id: int, gold_first: bool) -> ProblemCandidates:
+    """Three candidates; the gold one is worse scored but never stops on the way."""
+    column = {name: i for i, name in enumerate(FEATURES)}
+    vectors, values = [], []
+    for k, (score, on_the_way) in enumerate([(-0.5, 1.0), (-1.0, 0.0), (-0.9, 1.0)]):
+        vector = [0.0] * len(FEATURES)
+        vector[column["score"]] = score + 0.01 * id
+        vector[column["answer_is_other_intermediate"]] = on_the_way
+        vectors.append(vector)
+        values.append(Fraction(10 * id + k))
+    gold = values[0] if gold_first else values[1]
+    return ProblemCandidates(id, vectors, values, gold)
+
+
+def test_fit_learns_what_the_default_ranking_misses(tmp_path: Path) -> None:
+    problems = [_problem(i, gold_first=i % 5 == 0) for i in range(40)]
+    default = pick_accuracy(problems, None)
+    assert default == {"problems": 40, "gold_among_candidates": 40, "picked": 8}
+    scorer = fit(problems, l2=1e-3)
+    assert pick_accuracy(problems, scorer)["picked"] == 32
+    assert scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
+
+    cache = tmp_path / "candidates.jsonl"
+    write_cache(problems, cache)
+    assert [(p.values, p.gold) for p in read_cache(cache)] == [
+        (p.values, p.gold) for p in problems]
+    with pytest.raises(ValueError, match="no problem has both"):
+        fit([ProblemCandidates(1, [[0.0] * len(FEATURES)], [Fraction(3)], Fraction(3))])
+
+
+def test_scorer_round_trips_and_bad_ones_are_refused() -> None:
+    scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
+                          tuple(float(i) for i in range(len(FEATURES))))
+    spec = SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": scorer.to_dict()})
+    assert spec.answer_scorer == scorer
+    assert SolverSpec.from_dict(spec.to_dict()).answer_scorer == scorer
+    bad = scorer.to_dict()
+    bad["features"] = [*bad["features"][:-1], "word_count"]
+    with pytest.raises(ArtifactsError, match="word_count"):
+        SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": bad})
+    short = {**scorer.to_dict(), "weights": [1.0]}
+    with pytest.raises(ArtifactsError, match="one mean, scale and weight"):
+        SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": short})
+
+
+def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_export) -> None:
+    from mycelium.runtime import Solver
+    from mycelium.train.cli import main as train_main
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(fp32_export.output, artifacts)
+    cache = tmp_path / "candidates.jsonl"
+    write_cache([_problem(i, gold_first=i % 5 == 0) for i in range(40)], cache)
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text(json.dumps({"question": "Tom has 3 apples and buys 4 more. How many?",
+                                  "answer": "3+4=<<3+4=7>>7\n#### 7"}) + "\n")
+    result = CliRunner().invoke(train_main, [
+        "scorer", "--artifacts", str(artifacts), "--data", str(source), "--cache", str(cache),
+        "--write"])
+    assert result.exit_code == 0, result.output
+    assert "'picked': 8" in result.output and "'picked': 32" in result.output
+    solver = Solver.load(artifacts, "cpu")
+    assert solver.spec.answer_scorer is not None
+    assert solver.spec.answer_scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
+    results = solver.solve(["Tom has 3 apples and buys 4 more. How many?"], ids=["a"])
+    assert results[0].id == "a" and (results[0].answer is None) == (results[0].error is not None)

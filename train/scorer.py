@@ -1,0 +1,224 @@
+"""`mycelium-train scorer`: fit the learned answer scorer on the search's own candidates.
+
+The solver runs (no gold given) on a split's problems and keeps every valid candidate's
+feature vector (:mod:`mycelium.runtime.verifier`) and value. A candidate is positive when
+its value is the gold answer. The model is a conditional logit: a softmax over a
+problem's candidates whose gold-valued ones should carry the mass (their probabilities
+pool, as at serving time). Fitted with Adam and an L2 penalty in numpy; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mycelium.executor import format_fraction
+from mycelium.executor.numbers import parse_number
+from mycelium.runtime.diagnose import gold_value
+from mycelium.runtime.verifier import FEATURES, AnswerScorer
+
+from .data import read_problems, split_of
+
+
+@dataclass
+class ProblemCandidates:
+    """One problem's valid candidates: feature vectors, values, and the gold answer."""
+
+    id: int
+    vectors: list[list[float]]
+    values: list[Fraction]
+    gold: Fraction
+
+    def to_record(self) -> dict[str, Any]:
+        """JSONL form of the candidate cache."""
+        return {
+            "id": self.id,
+            "gold": format_fraction(self.gold),
+            "values": [format_fraction(v) for v in self.values],
+            "vectors": [[round(x, 6) for x in vector] for vector in self.vectors],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ProblemCandidates:
+        """Read one cached record (values in exact form)."""
+        values = [parse_number(text) for text in record["values"]]
+        gold = parse_number(record["gold"])
+        if gold is None or any(v is None for v in values):
+            raise ValueError(f"candidate cache record {record.get('id')!r}: unreadable value")
+        return cls(int(record["id"]), record["vectors"], values, gold)  # type: ignore[arg-type]
+
+
+def collect(
+    solver: Any, path: Path, split: str, batch_size: int = 16, limit: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[ProblemCandidates]:
+    """Solve ``split``'s problems of a GSM8K jsonl and keep their valid candidates."""
+    rows = []
+    for number, record in read_problems(path):
+        gold = gold_value(record)
+        if split_of(number) == split and gold is not None:
+            rows.append((number, record["question"], gold))
+    rows = rows[:limit] if limit is not None else rows
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        results = solver.solve([q for _, q, _ in chunk], [n for n, _, _ in chunk], trace=True)
+        for (number, _, gold), result in zip(chunk, results, strict=True):
+            trace = result.trace or {}
+            out.append(ProblemCandidates(
+                number, trace.get("candidate_features", []), trace.get("valid_values", []), gold
+            ))
+        if (start // batch_size) % 50 == 0:
+            log(f"solved {start + len(chunk)}/{len(rows)}")
+    return out
+
+
+def write_cache(problems: Iterable[ProblemCandidates], path: Path) -> None:
+    """Write the candidate cache (one JSON line per problem)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for problem in problems:
+            handle.write(json.dumps(problem.to_record()) + "\n")
+
+
+def read_cache(path: Path) -> list[ProblemCandidates]:
+    """Read a candidate cache written by :func:`write_cache`."""
+    with path.open(encoding="utf-8") as handle:
+        return [ProblemCandidates.from_record(json.loads(line)) for line in handle if line.strip()]
+
+
+@dataclass
+class _Batch:
+    x: np.ndarray  # (N, F) every candidate of every problem
+    positive: np.ndarray  # (N,) bool
+    starts: np.ndarray  # (P,) first row of each problem
+
+
+def _stack(problems: Sequence[ProblemCandidates]) -> _Batch:
+    """The problems with at least one gold-valued and one other candidate."""
+    kept = [p for p in problems
+            if any(v == p.gold for v in p.values) and any(v != p.gold for v in p.values)]
+    if not kept:
+        raise ValueError("no problem has both a gold-valued and another valid candidate")
+    x = np.array([vector for p in kept for vector in p.vectors], dtype=np.float64)
+    positive = np.array([v == p.gold for p in kept for v in p.values])
+    sizes = np.array([len(p.values) for p in kept])
+    return _Batch(x, positive, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+
+
+def _segment_logsumexp(z: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-problem logsumexp of ``z`` and each row's softmax within its problem."""
+    index = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(z))))
+    top = np.maximum.reduceat(z, starts)
+    shifted = np.exp(z - top[index])
+    total = np.add.reduceat(shifted, starts)
+    return top + np.log(total), shifted / total[index]
+
+
+def fit(
+    problems: Sequence[ProblemCandidates], l2: float = 1e-3, steps: int = 600,
+    lr: float = 0.05,
+) -> AnswerScorer:
+    """Fit the conditional logit: maximize log P(the gold value) per problem."""
+    batch = _stack(problems)
+    mean = batch.x.mean(axis=0)
+    scale = batch.x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    x = (batch.x - mean) / scale
+    w = np.zeros(x.shape[1])
+    w[FEATURES.index("score")] = 1.0  # start from the default ranking
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    problems_count = len(batch.starts)
+    neg_inf = np.full(len(x), -np.inf)
+    for t in range(1, steps + 1):
+        z = x @ w
+        _, p_all = _segment_logsumexp(z, batch.starts)
+        _, p_pos = _segment_logsumexp(np.where(batch.positive, z, neg_inf), batch.starts)
+        p_pos = np.nan_to_num(p_pos)
+        grad = -(x.T @ (p_pos - p_all)) / problems_count + l2 * w
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return AnswerScorer(FEATURES, tuple(mean.tolist()), tuple(scale.tolist()), tuple(w.tolist()))
+
+
+def picked(problem: ProblemCandidates, scores: Sequence[float]) -> Fraction | None:
+    """The value whose candidates pool the most probability under ``scores``."""
+    if not problem.values:
+        return None
+    top = max(scores)
+    pools: dict[Fraction, float] = {}
+    for value, score in zip(problem.values, scores, strict=True):
+        pools[value] = pools.get(value, 0.0) + float(np.exp(score - top))
+    return max(pools, key=pools.__getitem__)
+
+
+def pick_accuracy(
+    problems: Sequence[ProblemCandidates], scorer: AnswerScorer | None
+) -> dict[str, int]:
+    """How many problems the scorer answers right, and how many had the gold in reach.
+
+    ``scorer`` None: the default ranking (mean step log-probability, temperature 1)."""
+    right = reachable = 0
+    column = FEATURES.index("score")
+    for problem in problems:
+        if not problem.values:
+            continue
+        scores = (scorer.logits(problem.vectors) if scorer is not None
+                  else [vector[column] for vector in problem.vectors])
+        right += picked(problem, scores) == problem.gold
+        reachable += problem.gold in problem.values
+    return {"problems": len(problems), "gold_among_candidates": reachable, "picked": right}
+
+
+def _candidates(
+    solver: Any, data: Path, split: str, cache: Path | None, limit: int | None,
+    log: Callable[[str], None],
+) -> list[ProblemCandidates]:
+    if cache is not None and cache.exists():
+        log(f"reading candidates from {cache}")
+        return read_cache(cache)
+    problems = collect(solver, data, split, limit=limit, log=log)
+    if cache is not None:
+        write_cache(problems, cache)
+    return problems
+
+
+def store_scorer(artifacts: Path, scorer: AnswerScorer) -> Path:
+    """Write ``scorer`` into the artifacts' manifest as ``mycelium.answer_scorer``."""
+    from mycelium.runtime.manifest import load_manifest, write_manifest
+
+    manifest = load_manifest(artifacts, verify=False)
+    manifest.mycelium["answer_scorer"] = scorer.to_dict()
+    return write_manifest(manifest, artifacts)
+
+
+def fit_scorer_command(
+    artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
+    limit: int | None, l2: float, search: Sequence[str], write: bool,
+    log: Callable[[str], None] = print,
+) -> AnswerScorer:
+    """`mycelium-train scorer`: collect (or read) candidates, fit, report, maybe store."""
+    from mycelium.runtime.solver import Solver
+
+    solver = Solver.load(artifacts, search=search)
+    solver.spec = replace(solver.spec, answer_scorer=None)  # collect with the default ranking
+    problems = _candidates(solver, data, split, cache, limit, log)
+    scorer = fit(problems, l2=l2)
+    log(f"{split} (fitted on): default {pick_accuracy(problems, None)}, "
+        f"learned {pick_accuracy(problems, scorer)}")
+    if eval_split is not None:
+        held = collect(solver, data, eval_split, limit=limit, log=log)
+        log(f"{eval_split} (held out): default {pick_accuracy(held, None)}, "
+            f"learned {pick_accuracy(held, scorer)}")
+    log("weights: " + ", ".join(f"{n} {w:+.2f}" for n, w in zip(scorer.features,
+                                                               scorer.weights, strict=True)))
+    if write:
+        log(f"wrote {store_scorer(artifacts, scorer)}")
+    return scorer
