@@ -21,7 +21,14 @@ from mycelium.runtime.verifier import (
     candidate_features,
     with_pool_features,
 )
-from mycelium.train.scorer import ProblemCandidates, fit, pick_accuracy, read_cache, write_cache
+from mycelium.train.scorer import (
+    ProblemCandidates,
+    cross_fit,
+    fit,
+    pick_accuracy,
+    read_cache,
+    write_cache,
+)
 
 QUANTITIES = [Fraction(48), Fraction(2), Fraction(7)]
 
@@ -87,6 +94,10 @@ def test_fit_learns_what_the_default_ranking_misses(tmp_path: Path) -> None:
     scorer = fit(problems, l2=1e-3)
     assert pick_accuracy(problems, scorer)["picked"] == 32
     assert scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
+
+    held_out = cross_fit(problems, folds=4, l2=1e-3)
+    assert held_out["default"] == 8 and held_out["learned"] == 32
+    assert held_out["gained"] == 32 and held_out["lost"] == 8 and held_out["mcnemar_p"] < 0.01
 
     cache = tmp_path / "candidates.jsonl"
     write_cache(problems, cache)

@@ -66,18 +66,20 @@ def data(
               help="L2 penalty on the standardized weights.")
 @click.option("--search", "search", multiple=True, metavar="KEY=VALUE",
               help="Search settings while collecting (as `mycelium-rt solve --search`).")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(0),
+              help="Also report K-fold cross-fitted picks on the fit split (0/1 = skip).")
 @click.option("--write/--no-write", default=False, show_default=True,
               help="Store the fitted scorer in the artifacts' manifest (answer_scorer).")
 def scorer(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
-    limit: int | None, l2: float, search: tuple[str, ...], write: bool,
+    limit: int | None, l2: float, search: tuple[str, ...], folds: int, write: bool,
 ) -> None:
     """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
     from .scorer import fit_scorer_command
 
     try:
         fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,
-                           click.echo)
+                           click.echo, folds=folds)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -10,7 +10,7 @@ pool, as at serving time). Fitted with Adam and an L2 penalty in numpy; no torch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 from mycelium.executor import format_fraction
 from mycelium.executor.numbers import parse_number
 from mycelium.runtime.diagnose import gold_value
+from mycelium.runtime.spec import answer_class
 from mycelium.runtime.verifier import FEATURES, AnswerScorer
 
 from .data import read_problems, split_of
@@ -159,22 +160,61 @@ def picked(problem: ProblemCandidates, scores: Sequence[float]) -> Fraction | No
     return max(pools, key=pools.__getitem__)
 
 
+def default_scores(
+    problem: ProblemCandidates, prior: Mapping[str, float] | None = None,
+    temperature: float = 1.0,
+) -> list[float]:
+    """The default ranking's log-weights (as ``runtime.scorer.pick_answer`` pools them)."""
+    column = FEATURES.index("score")
+    return [
+        vector[column] / temperature + (prior or {}).get(answer_class(value), 0.0)
+        for vector, value in zip(problem.vectors, problem.values, strict=True)
+    ]
+
+
 def pick_accuracy(
-    problems: Sequence[ProblemCandidates], scorer: AnswerScorer | None
+    problems: Sequence[ProblemCandidates], scorer: AnswerScorer | None,
+    prior: Mapping[str, float] | None = None, temperature: float = 1.0,
 ) -> dict[str, int]:
     """How many problems the scorer answers right, and how many had the gold in reach.
 
-    ``scorer`` None: the default ranking (mean step log-probability, temperature 1)."""
+    ``scorer`` None: the default ranking, with the artifacts' ``prior`` and ``temperature``."""
     right = reachable = 0
-    column = FEATURES.index("score")
     for problem in problems:
         if not problem.values:
             continue
         scores = (scorer.logits(problem.vectors) if scorer is not None
-                  else [vector[column] for vector in problem.vectors])
+                  else default_scores(problem, prior, temperature))
         right += picked(problem, scores) == problem.gold
         reachable += problem.gold in problem.values
     return {"problems": len(problems), "gold_among_candidates": reachable, "picked": right}
+
+
+def cross_fit(
+    problems: Sequence[ProblemCandidates], folds: int, l2: float,
+    prior: Mapping[str, float] | None = None, temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Each fold answered by a scorer fitted on the other folds, paired with the default.
+
+    Every problem is answered by a scorer that never saw it, so this measures the
+    learned scorer on the whole fit split (with an exact McNemar p against the default)."""
+    from mycelium.runtime.compare import mcnemar_p
+
+    default_right = learned_right = gained = lost = 0
+    for fold in range(folds):
+        held = [p for k, p in enumerate(problems) if k % folds == fold]
+        scorer = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=l2)
+        for problem in held:
+            if not problem.values:
+                continue
+            was = picked(problem, default_scores(problem, prior, temperature)) == problem.gold
+            now = picked(problem, scorer.logits(problem.vectors)) == problem.gold
+            default_right += was
+            learned_right += now
+            gained += now and not was
+            lost += was and not now
+    return {"folds": folds, "default": default_right, "learned": learned_right,
+            "gained": gained, "lost": lost, "mcnemar_p": float(f"{mcnemar_p(gained, lost):.3g}")}
 
 
 def _candidates(
@@ -202,20 +242,24 @@ def store_scorer(artifacts: Path, scorer: AnswerScorer) -> Path:
 def fit_scorer_command(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
     limit: int | None, l2: float, search: Sequence[str], write: bool,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, folds: int = 0,
 ) -> AnswerScorer:
     """`mycelium-train scorer`: collect (or read) candidates, fit, report, maybe store."""
     from mycelium.runtime.solver import Solver
 
     solver = Solver.load(artifacts, search=search)
     solver.spec = replace(solver.spec, answer_scorer=None)  # collect with the default ranking
+    default = {"prior": solver.spec.answer_prior,
+               "temperature": solver.spec.search.pool_temperature}
     problems = _candidates(solver, data, split, cache, limit, log)
+    if folds > 1:
+        log(f"{split}, {folds}-fold cross-fitted: {cross_fit(problems, folds, l2, **default)}")
     scorer = fit(problems, l2=l2)
-    log(f"{split} (fitted on): default {pick_accuracy(problems, None)}, "
+    log(f"{split} (fitted on): default {pick_accuracy(problems, None, **default)}, "
         f"learned {pick_accuracy(problems, scorer)}")
     if eval_split is not None:
         held = collect(solver, data, eval_split, limit=limit, log=log)
-        log(f"{eval_split} (held out): default {pick_accuracy(held, None)}, "
+        log(f"{eval_split} (held out): default {pick_accuracy(held, None, **default)}, "
             f"learned {pick_accuracy(held, scorer)}")
     log("weights: " + ", ".join(f"{n} {w:+.2f}" for n, w in zip(scorer.features,
                                                                scorer.weights, strict=True)))
