@@ -361,6 +361,7 @@ class Solver:
             if parsed:
                 options[group] = parsed[: spec.readings_per_group]
         quantities = [span.value for span in spans]
+        used_probs = [span.used_prob for span in spans]
         valid: list[Scored] = []
         features: list[dict[str, float]] = []
         budget = spec.max_candidates
@@ -391,7 +392,7 @@ class Solver:
                         ranked.candidate.used_logprob,
                         template is not None,
                     )
-                    features.append(candidate_features(info, result, quantities))
+                    features.append(candidate_features(info, result, quantities, used_probs))
         vectors = with_pool_features(features, [item.result for item in valid])
         scorer = self.spec.answer_scorer
         if scorer is not None:

@@ -34,6 +34,8 @@ FEATURES: tuple[str, ...] = (
     "template_tail",
     *(f"op_{op.lower()}" for op in OPERATIONS),  # share of the steps with this operation
     "quantities_unread",  # marked quantities the program never reads, as a fraction
+    "needed_unread",  # sum of the segmenter's used-probabilities of the unread quantities
+    "unneeded_read",  # sum of 1 - used-probability over the quantities read
     "quantity_reuse",  # quantity arguments beyond the first read of each
     "constants",  # constant arguments
     "fractional_intermediate",
@@ -60,9 +62,11 @@ class CandidateInfo:
 
 
 def candidate_features(
-    info: CandidateInfo, result: ExecutionResult, quantities: Sequence[Fraction | None]
+    info: CandidateInfo, result: ExecutionResult, quantities: Sequence[Fraction | None],
+    used_probs: Sequence[float],
 ) -> dict[str, float]:
-    """The features of one candidate that do not depend on the other candidates."""
+    """The features of one candidate that do not depend on the other candidates;
+    ``used_probs``: the segmenter's probability that the solution uses each quantity."""
     assert result.value is not None
     steps = len(result.steps)
     reads: Counter[int] = Counter()
@@ -84,6 +88,8 @@ def candidate_features(
         "quantities_unread": (quantity_count - len(reads)) / quantity_count
         if quantity_count else 0.0,
         "quantity_reuse": float(sum(reads.values()) - len(reads)),
+        "needed_unread": sum(p for i, p in enumerate(used_probs) if i not in reads),
+        "unneeded_read": sum(1 - used_probs[i] for i in reads if i < len(used_probs)),
         "constants": float(constants),
         "fractional_intermediate": float(any(v.denominator != 1 for v in intermediates)),
         "negative_intermediate": float(any(v < 0 for v in intermediates)),

@@ -31,6 +31,7 @@ from mycelium.train.scorer import (
 )
 
 QUANTITIES = [Fraction(48), Fraction(2), Fraction(7)]
+USED_PROBS = [0.9, 0.2, 0.6]
 
 
 def _run(*steps: Step) -> ExecutionResult:
@@ -41,7 +42,7 @@ def _run(*steps: Step) -> ExecutionResult:
 
 def _features(result: ExecutionResult, score: float = -1.0) -> dict[str, float]:
     info = CandidateInfo(score, (score - 0.5, score + 0.5), -0.1, False)
-    return candidate_features(info, result, QUANTITIES)
+    return candidate_features(info, result, QUANTITIES, USED_PROBS)
 
 
 def test_candidate_features_read_the_program() -> None:
@@ -52,6 +53,8 @@ def test_candidate_features_read_the_program() -> None:
     assert one["steps_1"] == 1 and one["steps_2"] == 0
     assert one["min_step_logprob"] == -1.5 and one["used_logprob"] == -0.1
     assert math.isclose(one["quantities_unread"], 1 / 3)  # 7 is never read
+    assert math.isclose(one["needed_unread"], 0.6)
+    assert math.isclose(one["unneeded_read"], 0.1 + 0.8)
     assert one["quantity_reuse"] == 0 and one["answer_is_quantity"] == 0
     two = _features(total)
     assert two["steps_2"] == 1 and two["quantity_reuse"] == 1  # 48 read twice
@@ -143,3 +146,29 @@ def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_exp
     assert solver.spec.answer_scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
     results = solver.solve(["Tom has 3 apples and buys 4 more. How many?"], ids=["a"])
     assert results[0].id == "a" and (results[0].answer is None) == (results[0].error is not None)
+
+
+def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
+    from dataclasses import replace
+
+    from mycelium.runtime import Solver, Span
+    from mycelium.runtime.search import used_sets
+    from mycelium.runtime.solver import Variant
+
+    solver = Solver.load(fp32_export.output, "cpu")
+    spans = [Span(i, i + 1, str(v), v, 0.9) for i, v in enumerate(QUANTITIES)]
+    sets = used_sets([0.9] * 3, solver.spec.search)
+    group = tuple(Arg.quantity(i) for i in range(3))
+    readings = {(0, 1, 2): [Variant("ADD", group, -0.1, "Q0 Q1 Q2"),
+                            Variant("MUL", group, -0.5, "Q0 Q1 Q2")]}
+    assert solver._choose("p", spans, sets, readings).answer == 57  # the better-scored
+    magnitude = FEATURES.index("answer_log_magnitude")
+    for sign, answer in ((1.0, 672), (-1.0, 57)):
+        weights = [0.0] * len(FEATURES)
+        weights[magnitude] = 50.0 * sign
+        scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
+                              tuple(weights))
+        solver.spec = replace(solver.spec, answer_scorer=scorer)
+        result = solver._choose("p", spans, sets, readings, trace=True)
+        assert result.answer == answer and result.confidence > 0.99
+        assert len(result.trace["candidate_features"]) == len(result.trace["valid_values"])
