@@ -363,7 +363,8 @@ class Solver:
         quantities = [span.value for span in spans]
         used_probs = [span.used_prob for span in spans]
         valid: list[Scored] = []
-        features: list[dict[str, float]] = []
+        features: list[dict[str, float]] = []  # only for a learned scorer or a trace
+        featured = trace or self.spec.answer_scorer is not None
         budget = spec.max_candidates
         executions = 0
         for ranked in best_first(search.candidates(sets, spec), options):
@@ -386,6 +387,8 @@ class Solver:
                 if result.ok:
                     order_score = ranked.score + spec.inversion_logprob * search.inversions(order)
                     valid.append(Scored(order_score, result, ranked.index))
+                    if not featured:
+                        continue
                     info = CandidateInfo(
                         order_score,
                         tuple(v.logprob for v in steps),
@@ -393,7 +396,7 @@ class Solver:
                         template is not None,
                     )
                     features.append(candidate_features(info, result, quantities, used_probs))
-        vectors = with_pool_features(features, [item.result for item in valid])
+        vectors = with_pool_features(features, [item.result for item in valid]) if featured else []
         scorer = self.spec.answer_scorer
         if scorer is not None:
             learned = [
