@@ -411,6 +411,7 @@ class Solver:
                 "variants": dict(variants),
                 "valid_values": [item.result.value for item in valid],
                 "candidate_features": vectors,
+                "candidate_programs": [program_record(item.result, spans) for item in valid],
                 "used_sets": [used.spans for used in sets],
             }
             if trace

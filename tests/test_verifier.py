@@ -172,3 +172,6 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         result = solver._choose("p", spans, sets, readings, trace=True)
         assert result.answer == answer and result.confidence > 0.99
         assert len(result.trace["candidate_features"]) == len(result.trace["valid_values"])
+        programs = result.trace["candidate_programs"]
+        assert [program[-1]["result"] for program in programs] == [
+            str(value) for value in result.trace["valid_values"]]
