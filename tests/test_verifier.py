@@ -175,3 +175,19 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         programs = result.trace["candidate_programs"]
         assert [program[-1]["result"] for program in programs] == [
             str(value) for value in result.trace["valid_values"]]
+
+
+def test_scorer_command_without_signal_is_one_clear_line(tmp_path: Path, fp32_export) -> None:
+    from mycelium.train.cli import main as train_main
+
+    cache = tmp_path / "candidates.jsonl"
+    write_cache([ProblemCandidates(1, [[0.0] * len(FEATURES)], [Fraction(3)], Fraction(4))],
+                cache)
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("")
+    result = CliRunner().invoke(train_main, [
+        "scorer", "--artifacts", str(fp32_export.output), "--data", str(source),
+        "--cache", str(cache), "--folds", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: no problem has both a gold-valued and another valid candidate")
