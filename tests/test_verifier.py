@@ -106,6 +106,9 @@ def test_fit_learns_what_the_default_ranking_misses(tmp_path: Path) -> None:
     write_cache(problems, cache)
     assert [(p.values, p.gold) for p in read_cache(cache)] == [
         (p.values, p.gold) for p in problems]
+    cache.write_text(cache.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match="line 41 is no candidate record"):
+        read_cache(cache)
     with pytest.raises(ValueError, match="no problem has both"):
         fit([ProblemCandidates(1, [[0.0] * len(FEATURES)], [Fraction(3)], Fraction(3))])
 

@@ -89,8 +89,16 @@ def write_cache(problems: Iterable[ProblemCandidates], path: Path) -> None:
 
 def read_cache(path: Path) -> list[ProblemCandidates]:
     """Read a candidate cache written by :func:`write_cache`."""
+    problems = []
     with path.open(encoding="utf-8") as handle:
-        return [ProblemCandidates.from_record(json.loads(line)) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                problems.append(ProblemCandidates.from_record(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: line {number} is no candidate record ({exc})") from None
+    return problems
 
 
 @dataclass
