@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -231,6 +232,12 @@ def info(artifacts: str | None, provider: str, threads: int | None, no_verify: b
     payload = {
         "artifacts": str(solver.folder),
         "manifest": solver.manifest.summary(),
+        "search": asdict(solver.spec.search),
+        "answer_scorer": (
+            f"learned ({len(solver.spec.answer_scorer.features)} candidate features)"
+            if solver.spec.answer_scorer is not None
+            else "default ranking (mean step log-probability, answer-class prior)"
+        ),
         "versions": {
             "onnxruntime": onnxruntime.__version__,
             "tokenizers": tokenizers.__version__,
