@@ -337,5 +337,6 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert summary["lost_by_stage"]["correct"] == 2
     assert summary["lost_by_stage"][stage] == 1
     assert summary["oracle_gold_spans"]["label"].startswith("ORACLE")
+    assert summary["answer_scorer"] == "default"
     stages = {p["id"]: p["stage"] for p in json.loads(report.read_text())["problems"]}
     assert stages == {"right": "correct", "wrong-op": stage, "plain-gold": "correct"}
