@@ -177,7 +177,7 @@ def run_diagnosis(
             "label": "ORACLE: share of problems whose gold program the search can express",
             "value": oracle_total / total,
         },
-        "answer_scorer": "learned" if getattr(solver.spec, "answer_scorer", None) else "default",
+        "answer_scorer": "learned" if solver.spec.answer_scorer is not None else "default",
     }
     if baseline is not None:
         summary["versus_baseline"] = {

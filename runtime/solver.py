@@ -396,7 +396,7 @@ class Solver:
                         template is not None,
                     )
                     features.append(candidate_features(info, result, quantities, used_probs))
-        vectors = with_pool_features(features, [item.result for item in valid]) if featured else []
+        vectors = with_pool_features(features, [item.result for item in valid])
         scorer = self.spec.answer_scorer
         if scorer is not None:
             learned = [

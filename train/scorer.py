@@ -21,7 +21,7 @@ import numpy as np
 from mycelium.executor import format_fraction
 from mycelium.executor.numbers import parse_number
 from mycelium.runtime.diagnose import gold_value
-from mycelium.runtime.spec import answer_class
+from mycelium.runtime.scorer import pick_index
 from mycelium.runtime.verifier import FEATURES, AnswerScorer
 
 from .data import read_problems, split_of
@@ -149,7 +149,6 @@ def fit(
         z = x @ w
         _, p_all = _segment_logsumexp(z, batch.starts)
         _, p_pos = _segment_logsumexp(np.where(batch.positive, z, neg_inf), batch.starts)
-        p_pos = np.nan_to_num(p_pos)
         grad = -(x.T @ (p_pos - p_all)) / problems_count + l2 * w
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad**2
@@ -157,27 +156,22 @@ def fit(
     return AnswerScorer(FEATURES, tuple(mean.tolist()), tuple(scale.tolist()), tuple(w.tolist()))
 
 
-def picked(problem: ProblemCandidates, scores: Sequence[float]) -> Fraction | None:
-    """The value whose candidates pool the most probability under ``scores``."""
+def picked(
+    problem: ProblemCandidates, scores: Sequence[float],
+    prior: Mapping[str, float] | None = None, temperature: float = 1.0,
+) -> Fraction | None:
+    """The value the runtime would answer under ``scores`` (``runtime.scorer.pick_index``)."""
     if not problem.values:
         return None
-    top = max(scores)
-    pools: dict[Fraction, float] = {}
-    for value, score in zip(problem.values, scores, strict=True):
-        pools[value] = pools.get(value, 0.0) + float(np.exp(score - top))
-    return max(pools, key=pools.__getitem__)
+    return problem.values[pick_index(problem.values, scores, prior, temperature)[0]]
 
 
-def default_scores(
-    problem: ProblemCandidates, prior: Mapping[str, float] | None = None,
-    temperature: float = 1.0,
-) -> list[float]:
-    """The default ranking's log-weights (as ``runtime.scorer.pick_answer`` pools them)."""
+def _default_pick(
+    problem: ProblemCandidates, prior: Mapping[str, float] | None, temperature: float
+) -> Fraction | None:
+    """The default ranking's answer: mean step log-probability, prior and temperature."""
     column = FEATURES.index("score")
-    return [
-        vector[column] / temperature + (prior or {}).get(answer_class(value), 0.0)
-        for vector, value in zip(problem.vectors, problem.values, strict=True)
-    ]
+    return picked(problem, [vector[column] for vector in problem.vectors], prior, temperature)
 
 
 def pick_accuracy(
@@ -191,9 +185,9 @@ def pick_accuracy(
     for problem in problems:
         if not problem.values:
             continue
-        scores = (scorer.logits(problem.vectors) if scorer is not None
-                  else default_scores(problem, prior, temperature))
-        right += picked(problem, scores) == problem.gold
+        answer = (picked(problem, scorer.logits(problem.vectors)) if scorer is not None
+                  else _default_pick(problem, prior, temperature))
+        right += answer == problem.gold
         reachable += problem.gold in problem.values
     return {"problems": len(problems), "gold_among_candidates": reachable, "picked": right}
 
@@ -215,7 +209,7 @@ def cross_fit(
         for problem in held:
             if not problem.values:
                 continue
-            was = picked(problem, default_scores(problem, prior, temperature)) == problem.gold
+            was = _default_pick(problem, prior, temperature) == problem.gold
             now = picked(problem, scorer.logits(problem.vectors)) == problem.gold
             default_right += was
             learned_right += now
