@@ -114,7 +114,10 @@ def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, .
     return labels
 
 
-def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int) -> dict[str, int]:
+def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int,
+                    config_pad: int | None = None) -> dict[str, int]:
+    """Ids of mycelium.json's special tokens in this model's tokenizer. A model with its
+    own tokenizer (a pretrained encoder's) pads with the id its config names."""
     from tokenizers import Tokenizer
 
     try:
@@ -129,6 +132,10 @@ def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int) ->
     ids = {}
     for name, token in spec.special_tokens.items():
         token_id = tokenizer.token_to_id(token)
+        if token_id is None and name == "pad" and config_pad is not None and (
+            0 <= config_pad < size
+        ):
+            token_id = config_pad
         if token_id is not None:
             ids[name] = token_id
         elif name in REQUIRED_TOKENS[role]:
@@ -152,6 +159,11 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
             f"unsupported architecture {model_type!r} for {role.name} (supported: {supported()})"
         )
     arch = ARCHITECTURES[model_type]
+    if role.name not in arch.classes:
+        raise CheckpointError(
+            f"{role.name}: architecture {model_type!r} cannot serve the {role.name} "
+            f"(it serves: {', '.join(arch.classes)})"
+        )
     expected = arch.class_name(role.name)
     declared = config.get("architectures") or []
     if expected not in declared:
@@ -169,7 +181,9 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     labels = _labels(role.name, config, spec) if role.needs_labels else None
     if role.name == "classifier" and config.get("pad_token_id") is None:
         raise CheckpointError("classifier: config.json has no pad_token_id")
-    special = _special_tokens(role.name, tokenizer, spec, int(config.get("vocab_size", 0)))
+    pad = config.get("pad_token_id")
+    special = _special_tokens(role.name, tokenizer, spec, int(config.get("vocab_size", 0)),
+                              pad if isinstance(pad, int) else None)
     return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special)
 
 

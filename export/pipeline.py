@@ -78,6 +78,7 @@ def graph_io(model: ModelCheckpoint, config: Any,
     """The graph I/O of a role, and its KV layout for decoders."""
     if not model.role.decoder:
         return segmenter_io(len(model.labels or ()), dtype), None
+    assert model.architecture.kv_layout is not None  # checked at registration
     layers, kv_heads, head_dim = model.architecture.kv_layout(config)
     width = len(model.labels) if model.labels else config.vocab_size
     kv = KVCacheSpec(num_layers=layers, num_kv_heads=kv_heads, head_dim=head_dim, dtype=dtype)
@@ -116,7 +117,8 @@ def _export_model(model: ModelCheckpoint, staging: Staging, precision: str, opse
     del graph, hf
     gc.collect()
     progress(f"{'quantizing' if precision == 'int8' else 'writing'} {name} ({precision}) ...")
-    files = convert(raw, precision, staging.folder, name, staging.scratch)
+    files = convert(raw, precision, staging.folder, name, staging.scratch,
+                    model.architecture.int8_ops, model.architecture.int8_per_channel)
     staging.clear_scratch()
     tokenizer = f"{name}.tokenizer.json"
     shutil.copyfile(model.tokenizer, staging.folder / tokenizer)

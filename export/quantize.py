@@ -26,8 +26,10 @@ def check_precision(precision: str) -> None:
         raise ExportError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic quantization of the constant-weight MatMuls to QInt8 (per tensor)."""
+def quantize_int8(source: Path, target: Path, ops: tuple[str, ...] = ("MatMul",),
+                  per_channel: bool = False) -> None:
+    """Dynamic quantization of the constant-weight ``ops`` (MatMul, and Gather for an
+    encoder's embeddings) to QInt8, per tensor unless ``per_channel``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -38,8 +40,8 @@ def quantize_int8(source: Path, target: Path) -> None:
             source,
             target,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            per_channel=False,
+            op_types_to_quantize=list(ops),
+            per_channel=per_channel,
             use_external_data_format=True,
             extra_options={"MatMulConstBOnly": True},
         )
@@ -47,13 +49,14 @@ def quantize_int8(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-def convert(raw: Path, precision: str, folder: Path, stem: str, scratch: Path) -> list[str]:
+def convert(raw: Path, precision: str, folder: Path, stem: str, scratch: Path,
+            int8_ops: tuple[str, ...] = ("MatMul",), per_channel: bool = False) -> list[str]:
     """Write ``folder/stem.onnx`` (+ data) at ``precision`` from the raw export ``raw``."""
     check_precision(precision)
     if precision == "int8":
         quantized = scratch / f"{stem}.int8.onnx"
         try:
-            quantize_int8(raw, quantized)
+            quantize_int8(raw, quantized, int8_ops, per_channel)
         except (RuntimeError, ValueError) as exc:
             raise ExportError(f"{stem}: int8 quantization failed: {exc}") from None
         raw = quantized

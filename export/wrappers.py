@@ -138,6 +138,19 @@ class TokenClassifierGraph(nn.Module):
         return self.head(rms_norm(self.core.model.norm, hidden))
 
 
+class EncoderTokenClassifierGraph(nn.Module):
+    """Segmenter graph of a bidirectional encoder with a token-classification head:
+    (input_ids, attention_mask) -> logits (B, T, L); right padding, one segment."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # e.g. BertForTokenClassification (token types default to 0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits for every position (padded positions are masked out of attention)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 class LastPositionDecoderGraph(nn.Module):
     """Classifier/extractor graph: KV cache in and out, head on the last position only.
 

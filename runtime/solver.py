@@ -120,7 +120,12 @@ class Solver:
                 tokenizers[model.tokenizer] = TextTokenizer(safe_member(folder, model.tokenizer))
             self.tokenizers[name] = tokenizers[model.tokenizer]
         special = self.spec.special_tokens
-        self.pad_ids = {name: tok.token_id(special["pad"]) for name, tok in self.tokenizers.items()}
+        # the exporter records each model's pad id (an encoder's own tokenizer names it
+        # differently); older manifests are resolved by the token's name
+        self.pad_ids = {}
+        for name, tok in self.tokenizers.items():
+            recorded = manifest.models[name].special_tokens.get("pad")
+            self.pad_ids[name] = recorded if recorded is not None else tok.token_id(special["pad"])
         self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
         runners = runners or self._onnx_runners(threads, cache_device(provider, io_binding))
         self.segmenter, self.classifier, self.extractor = runners

@@ -40,6 +40,15 @@ def _training_options(func):  # type: ignore[no-untyped-def]
         click.option("--span-markers", is_flag=True,
                      help="Mark every quantity in the classifier's and extractor's problem "
                           "text and name a group's spans by index only."),
+        click.option("--segmenter-init", default=None,
+                     type=click.Path(exists=True, file_okay=False, path_type=str),
+                     help="Start the segmenter from this pretrained encoder folder "
+                          "(config.json, model.safetensors, tokenizer.json; e.g. "
+                          "all-MiniLM-L6-v2, train/README.md) with its own tokenizer."),
+        click.option("--init-lr", default=5e-5, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True),
+                     help="Peak learning rate of a specialist started from a pretrained "
+                          "encoder."),
         click.option("--pretrain-minutes", default=0.0, show_default=True,
                      type=click.FloatRange(0),
                      help="Pretrain a shared backbone as a causal LM first (0 = off)."),

@@ -11,6 +11,7 @@ pretrained once): only their heads differ.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -119,6 +120,20 @@ def build_extractor(size: BackboneSize | str, tokens: TokenIds,
         do_sample=False,
     )
     return model
+
+
+def encoder_segmenter(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    """C1 started from a pretrained encoder (e.g. all-MiniLM-L6-v2): its weights, a new
+    token-classification head over ``labels``."""
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(
+        folder,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        use_safetensors=True,
+    )
 
 
 def build_pretrain_lm(size: BackboneSize | str, tokens: TokenIds) -> Qwen2ForCausalLM:

@@ -45,6 +45,7 @@ from .models import (
     build_classifier,
     build_extractor,
     build_segmenter,
+    encoder_segmenter,
     export_bytes,
     load_backbone,
     parameter_count,
@@ -90,6 +91,10 @@ class FitConfig:
     dropout: float = 0.0  # residual dropout while fine-tuning the specialists (models.add_dropout)
     span_markers: bool = False  # classifier/extractor read MARKED_TEMPLATES (spec.py)
     models: tuple[str, ...] = ("segmenter", "classifier", "extractor")
+    # a pretrained encoder folder (config.json, model.safetensors, tokenizer.json) the
+    # segmenter starts from, with its own tokenizer; None = a Qwen2 segmenter from scratch
+    segmenter_init: str | None = None
+    init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
 
 
 # --------------------------------------------------------------------------- data
@@ -116,6 +121,18 @@ class Vocab:
                 raise ValueError(f"{path}: tokenizer has no special token {token!r}")
             ids[key] = value
         return cls(tokenizer, ids["pad"], ids["eos"])
+
+    @classmethod
+    def for_encoder(cls, folder: Path) -> Vocab:
+        """A pretrained encoder's own tokenizer; its config.json names the pad id."""
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        pad = config.get("pad_token_id")
+        if not isinstance(pad, int):
+            raise ValueError(f"{folder}/config.json: no pad_token_id")
+        return cls(tokenizer, pad, -1)  # a token classifier never ends a sequence
 
     @property
     def token_ids(self) -> TokenIds:
@@ -695,11 +712,15 @@ class TrainResult:
 
 
 def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: torch.device,
-               log: Log = _stderr, batch_size: int | None = None) -> TrainResult:
-    """Train one specialist; keep the weights of the best dev epoch."""
+               log: Log = _stderr, batch_size: int | None = None,
+               lr: float | None = None) -> TrainResult:
+    """Train one specialist; keep the weights of the best dev epoch (``lr``: peak learning
+    rate, default ``config.lr``)."""
     batch_size = batch_size or config.batch_size
+    peak_lr = lr if lr is not None else config.lr
     model.to(device)
-    hooks = add_dropout(model, config.dropout) if config.dropout > 0 else []
+    decoder = hasattr(model, "model")  # the residual dropout hooks are Qwen2's
+    hooks = add_dropout(model, config.dropout) if config.dropout > 0 and decoder else []
     optimizer = _optimizer(model, config)
     rng = random.Random(config.seed)
     lengths = [len(x) for x in task.train]
@@ -725,7 +746,7 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
             factor = lr_factor(step, total, warmup, elapsed / budget if budget > 0 else 0.0,
                                config.min_lr_ratio)
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * factor
+                group["lr"] = peak_lr * factor
             batch = _to(task.collate([task.train[i] for i in idx]), device)
             loss = task.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -796,6 +817,8 @@ def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
     """A freshly initialised specialist (seeded)."""
     torch.manual_seed(seed)
     tokens = vocab.token_ids
+    if name == "segmenter" and config.segmenter_init:
+        return encoder_segmenter(Path(config.segmenter_init), spec.segmenter_labels)
     if name == "segmenter":
         return build_segmenter(config.size, tokens, spec.segmenter_labels)
     if name == "classifier":
@@ -834,16 +857,25 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     vocab = Vocab.load(tokenizer_path, spec)
     if vocab.pad != 0:
         raise ValueError(f"tokenizer: <pad> must be id 0, got {vocab.pad}")
-    tasks = load_tasks(data, vocab, spec, config.models, config.augment, config.seed)
+    encoder = Path(config.segmenter_init) if config.segmenter_init else None
+    vocabs = {name: vocab for name in config.models}
+    if encoder is not None and "segmenter" in vocabs:
+        vocabs["segmenter"] = Vocab.for_encoder(encoder)
+    tasks = {}
+    for name in config.models:
+        tasks.update(load_tasks(data, vocabs[name], spec, [name], config.augment, config.seed))
     for name, task in tasks.items():
         log(f"[{name}] {len(task.train)} train / {len(task.dev)} dev items")
 
     names = ("segmenter", "classifier", "extractor")
-    built = [build_model(n, config, vocab, spec, 0) for n in names]
-    total_bytes = export_bytes(built)
+    built = [build_model(n, config, vocabs.get(n, vocab), spec, 0) for n in names]
     params = {n: parameter_count(m) for n, m in zip(names, built, strict=True)}
+    # a pretrained encoder ships int8 (embeddings included): count it at 1 byte per weight
+    total_bytes = export_bytes(built[1:] if encoder else built) + (
+        params["segmenter"] if encoder else 0)
     del built
-    log(f"models: {params} parameters, {total_bytes / 2**20:.1f} MiB fp32 together on {device}")
+    log(f"models: {params} parameters, {total_bytes / 2**20:.1f} MiB together "
+        f"({'the encoder at int8, the others ' if encoder else ''}fp32) on {device}")
     if total_bytes >= MAX_EXPORT_BYTES:
         raise ValueError(f"models too large: {total_bytes} bytes >= {MAX_EXPORT_BYTES}")
 
@@ -886,12 +918,14 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
             continue
         task = tasks[name]
         reject = isinstance(task, ClassifierTask) and task.reject
-        model = build_model(name, config, vocab, spec, config.seed * 1000 + offset, reject)
-        if backbone is not None:
+        pretrained = name == "segmenter" and encoder is not None
+        model = build_model(name, config, vocabs[name], spec, config.seed * 1000 + offset, reject)
+        if backbone is not None and not pretrained:
             load_backbone(model, backbone)
         seed_everything(config.seed * 1000 + offset)
         batch = config.batch_size if name == "segmenter" else config.packed_batch_size
-        result = train_task(task, model, config, device, log, batch_size=batch)
+        result = train_task(task, model, config, device, log, batch_size=batch,
+                            lr=config.init_lr if pretrained else None)
         entry: dict[str, Any] = {
             "train_items": len(task.train),
             "dev_items": len(task.dev),
@@ -908,7 +942,8 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
             entry["best_dev"] = {**result.best, **check}
             log(f"[extractor] greedy generate on {check['generate_rows']} dev rows: "
                 f"exact match {check['generate_exact_match']:.4f}")
-        save_model(result.model, out / name, tokenizer_json)
+        save_model(result.model, out / name,
+                   (encoder / "tokenizer.json").read_bytes() if pretrained else tokenizer_json)
         report["models"][name] = entry
         log(f"[{name}] best epoch {result.best_epoch}: {task.metric} "
             f"{result.best[task.metric]:.4f}, {result.seconds:.0f} s")

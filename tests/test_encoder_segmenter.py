@@ -1,0 +1,126 @@
+"""A segmenter started from a pretrained encoder (BERT family): train, export, serve.
+
+The "pretrained" encoder is a tiny random BERT with a WordPiece tokenizer built here;
+no weights are downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+onnx = pytest.importorskip("onnx")
+
+from test_train_models import write_data  # noqa: E402
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
+from transformers import BertConfig, BertForTokenClassification, BertModel  # noqa: E402
+
+from mycelium.export import export_checkpoint  # noqa: E402
+from mycelium.runtime import Solver  # noqa: E402
+from mycelium.runtime.manifest import load_manifest  # noqa: E402
+from mycelium.runtime.segments import decode_spans  # noqa: E402
+from mycelium.runtime.spec import SEGMENTER_LABELS  # noqa: E402
+from mycelium.runtime.tokenization import Encoded  # noqa: E402
+from mycelium.train import trainer as T  # noqa: E402
+
+QUESTION = "Tom has 3 apples and buys 15 more. How many apples?"
+
+
+def _wordpiece(folder: Path) -> Tokenizer:
+    """An uncased WordPiece tokenizer: specials, characters, their ## forms, a few words."""
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,?!$%'-"
+    words = ["tom", "has", "apples", "and", "buys", "more", "how", "many", "groups", "##s"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
+             *words]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(dict.fromkeys(vocab))},
+                                           unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 'pretrained' BERT folder: config.json, model.safetensors, tokenizer.json."""
+    folder = tmp_path_factory.mktemp("encoder")
+    tokenizer = _wordpiece(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128, pad_token_id=0)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
+                     encoder: Path) -> Path:
+    """The tiny Qwen2 checkpoint with its segmenter replaced by the encoder's."""
+    out = tmp_path_factory.mktemp("mixed") / "ckpt"
+    shutil.copytree(tiny_checkpoint, out)
+    shutil.rmtree(out / "segmenter")
+    torch.manual_seed(1)
+    model = BertForTokenClassification.from_pretrained(
+        encoder, num_labels=len(SEGMENTER_LABELS), id2label=dict(enumerate(SEGMENTER_LABELS)),
+        label2id={n: i for i, n in enumerate(SEGMENTER_LABELS)})
+    model.save_pretrained(out / "segmenter", safe_serialization=True)
+    shutil.copyfile(encoder / "tokenizer.json", out / "segmenter" / "tokenizer.json")
+    return out
+
+
+def test_fit_starts_the_segmenter_from_the_encoder(encoder: Path, tmp_path: Path) -> None:
+    data = write_data(tmp_path / "data")
+    config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, warmup_steps=2,
+                         models=("segmenter",), segmenter_init=str(encoder), init_lr=1e-3)
+    report = T.fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
+    folder = tmp_path / "ckpt" / "segmenter"
+    model = BertForTokenClassification.from_pretrained(folder)
+    assert model.config.id2label == dict(enumerate(SEGMENTER_LABELS))
+    # the encoder's own tokenizer travels with the segmenter, not the data's BPE
+    assert (folder / "tokenizer.json").read_bytes() == (encoder / "tokenizer.json").read_bytes()
+    start = BertModel.from_pretrained(encoder).embeddings.word_embeddings.weight
+    trained = model.bert.embeddings.word_embeddings.weight
+    assert trained.shape == start.shape and not torch.equal(trained, start)
+    assert report["parameters"]["segmenter"] == sum(p.numel() for p in model.parameters())
+    assert len(report["models"]["segmenter"]["epochs"]) == 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_export_and_serve_an_encoder_segmenter(mixed_checkpoint: Path, encoder: Path,
+                                               tmp_path: Path, precision: str) -> None:
+    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", precision=precision,
+                               log=lambda _text: None)
+    assert all(row.status == "ok" for row in report.parity), report.table()
+    manifest = load_manifest(report.output)
+    segmenter = manifest.models["segmenter"]
+    assert segmenter.architecture == "bert" and segmenter.kv_cache is None
+    assert segmenter.special_tokens["pad"] == 0  # [PAD], named by the encoder's config
+    graph = onnx.load(str(report.output / "segmenter.onnx"))
+    stored = {init.data_type for init in graph.graph.initializer if len(init.dims) == 2}
+    if precision == "int8":  # the word embeddings are quantized too, not kept in fp32
+        assert onnx.TensorProto.FLOAT not in stored
+    else:
+        assert stored == {onnx.TensorProto.FLOAT}
+
+    # the runtime reads the quantities exactly as the PyTorch segmenter marks them
+    solver = Solver.load(report.output, provider="cpu")
+    [result] = solver.solve([QUESTION], trace=True)
+    tokenizer = Tokenizer.from_file(str(encoder / "tokenizer.json"))
+    encoding = tokenizer.encode(QUESTION, add_special_tokens=False)
+    model = BertForTokenClassification.from_pretrained(mixed_checkpoint / "segmenter").eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([encoding.ids])).logits[0]
+    probs = torch.softmax(logits, -1).numpy()
+    expected = decode_spans(QUESTION, Encoded(encoding.ids, encoding.offsets), probs,
+                            SEGMENTER_LABELS)
+    if precision == "fp32":
+        assert [(s.start, s.end) for s in result.spans] == [(s.start, s.end) for s in expected]
+        assert np.allclose([s.used_prob for s in result.spans],
+                           [s.used_prob for s in expected], atol=1e-4)
+    assert result.error is None or "no valid candidate" in result.error
