@@ -85,6 +85,8 @@ class Manifest:
             "models": {
                 name: {
                     "file": spec.file,
+                    "architecture": spec.architecture,
+                    "tokenizer": spec.tokenizer,
                     "labels": list(spec.labels) if spec.labels else None,
                     "kv_cache": asdict(spec.kv_cache) if spec.kv_cache else None,
                 }

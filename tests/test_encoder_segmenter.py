@@ -101,6 +101,7 @@ def test_export_and_serve_an_encoder_segmenter(mixed_checkpoint: Path, encoder: 
     segmenter = manifest.models["segmenter"]
     assert segmenter.architecture == "bert" and segmenter.kv_cache is None
     assert segmenter.special_tokens["pad"] == 0  # [PAD], named by the encoder's config
+    assert manifest.summary()["models"]["segmenter"]["architecture"] == "bert"
     graph = onnx.load(str(report.output / "segmenter.onnx"))
     stored = {init.data_type for init in graph.graph.initializer if len(init.dims) == 2}
     if precision == "int8":  # the word embeddings are quantized too, not kept in fp32

@@ -226,6 +226,8 @@ def test_cli_text_and_info(artifacts: Path) -> None:
     assert payload["providers"]["chosen"] == "cpu"
     assert "CPUExecutionProvider" in payload["providers"]["available"]
     assert payload["manifest"]["models"]["classifier"]["labels"] == ["ADD", "SUB", "MUL", "DIV"]
+    assert payload["manifest"]["models"]["segmenter"]["architecture"] == "qwen2"
+    assert payload["manifest"]["models"]["segmenter"]["tokenizer"] == "segmenter.tokenizer.json"
     assert payload["answer_scorer"].startswith("default ranking")
     overridden = _run(["info", "--artifacts", str(artifacts), "--search", "max_candidates=30"])
     assert json.loads(overridden.output)["search"]["max_candidates"] == 30
