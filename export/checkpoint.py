@@ -174,6 +174,14 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     problems = arch.check_config(config)
     if problems:
         raise CheckpointError(f"{role.name}: {problems[0]}")
+    positions = config.get("max_position_embeddings")
+    if arch.kv_layout is None and isinstance(positions, int) and (
+        positions < spec.max_problem_tokens
+    ):  # learned absolute positions: a longer input would index past the table
+        raise CheckpointError(
+            f"{role.name}: max_position_embeddings {positions} is below mycelium.json's "
+            f"max_problem_tokens {spec.max_problem_tokens}"
+        )
     _check_weights(role.name, folder)
     tokenizer = folder / "tokenizer.json"
     if not tokenizer.is_file():

@@ -6,6 +6,7 @@ no weights are downloaded.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E
 from transformers import BertConfig, BertForTokenClassification, BertModel  # noqa: E402
 
 from mycelium.export import export_checkpoint  # noqa: E402
+from mycelium.export.checkpoint import validate_checkpoint  # noqa: E402
+from mycelium.export.errors import CheckpointError  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
 from mycelium.runtime.manifest import load_manifest  # noqa: E402
 from mycelium.runtime.segments import decode_spans  # noqa: E402
@@ -53,7 +56,7 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128, pad_token_id=0)
+                        max_position_embeddings=256, pad_token_id=0)
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -125,3 +128,18 @@ def test_export_and_serve_an_encoder_segmenter(mixed_checkpoint: Path, encoder: 
         assert np.allclose([s.used_prob for s in result.spans],
                            [s.used_prob for s in expected], atol=1e-4)
     assert result.error is None or "no valid candidate" in result.error
+    # a problem longer than max_problem_tokens is cut, not fed past the position table
+    long = solver.solve([QUESTION * 40, QUESTION])
+    assert [r.error is None or "no valid candidate" in r.error for r in long] == [True, True]
+
+
+def test_an_encoder_shorter_than_the_problems_is_refused(mixed_checkpoint: Path,
+                                                         tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    shutil.copytree(mixed_checkpoint, short)
+    path = short / "segmenter" / "config.json"
+    config = json.loads(path.read_text())
+    config["max_position_embeddings"] = 128
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="max_position_embeddings 128 is below"):
+        validate_checkpoint(short)
