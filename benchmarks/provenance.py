@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from mycelium.runtime.errors import MyceliumError
@@ -30,7 +31,11 @@ def check_exported_from(checkpoint: Path, manifest: Manifest) -> None:
 
 def _check(checkpoint: Path, manifest: Manifest) -> None:
     spec = json.loads((checkpoint / "mycelium.json").read_text(encoding="utf-8"))
-    if SolverSpec.from_dict(spec) != SolverSpec.from_dict(manifest.mycelium):
+    # `mycelium-train scorer --write` adds the answer scorer to the artifacts' manifest
+    # after export; both runtimes of a comparison use the manifest's
+    ours, theirs = (replace(SolverSpec.from_dict(raw), answer_scorer=None)
+                    for raw in (spec, manifest.mycelium))
+    if ours != theirs:
         raise ValueError(f"{checkpoint}/mycelium.json differs from the artifacts' manifest")
     for name, model in manifest.models.items():
         tokenizer = checkpoint / name / "tokenizer.json"

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
+    AutoModelForTokenClassification,
     DynamicCache,
+    PreTrainedModel,
     Qwen2ForCausalLM,
     Qwen2ForSequenceClassification,
-    Qwen2ForTokenClassification,
 )
 
 from mycelium.runtime.manifest import ModelSpec, load_manifest
@@ -35,16 +36,16 @@ from mycelium.runtime.tokenization import pad_batch
 from .provenance import check_exported_from
 
 MODEL_CLASSES = {
-    "segmenter": Qwen2ForTokenClassification,
+    "segmenter": AutoModelForTokenClassification,  # Qwen2, or a pretrained encoder (BERT)
     "classifier": Qwen2ForSequenceClassification,
     "extractor": Qwen2ForCausalLM,
 }
 
 
 class TorchSegmenterRunner(SegmenterRunner):
-    """C1 on PyTorch eager: Qwen2ForTokenClassification over right-padded problems."""
+    """C1 on PyTorch eager: a token classifier over right-padded problems."""
 
-    def __init__(self, model: Qwen2ForTokenClassification, pad_id: int):
+    def __init__(self, model: PreTrainedModel, pad_id: int):
         self.model = model
         self.pad_id = pad_id
 

@@ -143,3 +143,36 @@ def test_an_encoder_shorter_than_the_problems_is_refused(mixed_checkpoint: Path,
     path.write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="max_position_embeddings 128 is below"):
         validate_checkpoint(short)
+
+
+def test_torch_baseline_serves_the_encoder_segmenter(mixed_checkpoint: Path,
+                                                     tmp_path: Path) -> None:
+    """The benchmarks' PyTorch-eager baseline loads the encoder and matches its export."""
+    from benchmarks.torch_runners import load_torch_solver
+
+    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", log=lambda _text: None)
+    onnx_solver = Solver.load(report.output, provider="cpu")
+    eager = load_torch_solver(mixed_checkpoint, report.output)
+    ids = [e.ids for e in onnx_solver.tokenizers["segmenter"].encode_batch([QUESTION, "Hi"])]
+    for got, ref in zip(eager.segmenter.label_probs(ids),
+                        onnx_solver.segmenter.label_probs(ids), strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_provenance_ignores_a_scorer_added_after_export(mixed_checkpoint: Path,
+                                                        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from benchmarks.provenance import check_exported_from
+    from mycelium.runtime.verifier import FEATURES
+
+    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", log=lambda _text: None)
+    manifest = load_manifest(report.output)
+    width = len(FEATURES)
+    scorer = {"features": list(FEATURES), "mean": [0.0] * width, "scale": [1.0] * width,
+              "weights": [0.0] * width}
+    check_exported_from(mixed_checkpoint,
+                        replace(manifest, mycelium={**manifest.mycelium, "answer_scorer": scorer}))
+    other = {**manifest.mycelium, "max_new_tokens": manifest.mycelium["max_new_tokens"] + 1}
+    with pytest.raises(ValueError, match="differs from the artifacts' manifest"):
+        check_exported_from(mixed_checkpoint, replace(manifest, mycelium=other))
