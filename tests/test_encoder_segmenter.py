@@ -77,6 +77,21 @@ def mixed_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: 
     return out
 
 
+@pytest.fixture(scope="module")
+def mixed_exports(tmp_path_factory: pytest.TempPathFactory, mixed_checkpoint: Path):
+    """ExportReport of the mixed checkpoint per precision, each exported once."""
+    reports = {}
+
+    def export(precision: str):
+        if precision not in reports:
+            out = tmp_path_factory.mktemp(f"mixed_{precision}") / "art"
+            reports[precision] = export_checkpoint(mixed_checkpoint, out, precision=precision,
+                                                   log=lambda _text: None)
+        return reports[precision]
+
+    return export
+
+
 def test_fit_starts_the_segmenter_from_the_encoder(encoder: Path, tmp_path: Path) -> None:
     data = write_data(tmp_path / "data")
     config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, warmup_steps=2,
@@ -96,9 +111,8 @@ def test_fit_starts_the_segmenter_from_the_encoder(encoder: Path, tmp_path: Path
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_export_and_serve_an_encoder_segmenter(mixed_checkpoint: Path, encoder: Path,
-                                               tmp_path: Path, precision: str) -> None:
-    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", precision=precision,
-                               log=lambda _text: None)
+                                               mixed_exports, precision: str) -> None:
+    report = mixed_exports(precision)
     assert all(row.status == "ok" for row in report.parity), report.table()
     manifest = load_manifest(report.output)
     segmenter = manifest.models["segmenter"]
@@ -146,11 +160,11 @@ def test_an_encoder_shorter_than_the_problems_is_refused(mixed_checkpoint: Path,
 
 
 def test_torch_baseline_serves_the_encoder_segmenter(mixed_checkpoint: Path,
-                                                     tmp_path: Path) -> None:
+                                                     mixed_exports) -> None:
     """The benchmarks' PyTorch-eager baseline loads the encoder and matches its export."""
     from benchmarks.torch_runners import load_torch_solver
 
-    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", log=lambda _text: None)
+    report = mixed_exports("fp32")
     onnx_solver = Solver.load(report.output, provider="cpu")
     eager = load_torch_solver(mixed_checkpoint, report.output)
     ids = [e.ids for e in onnx_solver.tokenizers["segmenter"].encode_batch([QUESTION, "Hi"])]
@@ -160,14 +174,13 @@ def test_torch_baseline_serves_the_encoder_segmenter(mixed_checkpoint: Path,
 
 
 def test_provenance_ignores_a_scorer_added_after_export(mixed_checkpoint: Path,
-                                                        tmp_path: Path) -> None:
+                                                        mixed_exports) -> None:
     from dataclasses import replace
 
     from benchmarks.provenance import check_exported_from
     from mycelium.runtime.verifier import FEATURES
 
-    report = export_checkpoint(mixed_checkpoint, tmp_path / "art", log=lambda _text: None)
-    manifest = load_manifest(report.output)
+    manifest = load_manifest(mixed_exports("fp32").output)
     width = len(FEATURES)
     scorer = {"features": list(FEATURES), "mean": [0.0] * width, "scale": [1.0] * width,
               "weights": [0.0] * width}
