@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
+    AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DynamicCache,
     PreTrainedModel,
@@ -25,19 +26,20 @@ from mycelium.runtime.manifest import ModelSpec, load_manifest
 from mycelium.runtime.models import (
     DecoderRunner,
     DecoderState,
+    EncoderClassifierRunner,
     SegmenterRunner,
     extend,
     log_softmax,
 )
 from mycelium.runtime.sessions import choose_provider
 from mycelium.runtime.solver import Solver
-from mycelium.runtime.tokenization import pad_batch
+from mycelium.runtime.tokenization import EncodedPair, pad_batch
 
 from .provenance import check_exported_from
 
 MODEL_CLASSES = {
     "segmenter": AutoModelForTokenClassification,  # Qwen2, or a pretrained encoder (BERT)
-    "classifier": Qwen2ForSequenceClassification,
+    "classifier": AutoModelForSequenceClassification,  # Qwen2 decoder, or an encoder
     "extractor": Qwen2ForCausalLM,
 }
 
@@ -58,6 +60,24 @@ class TorchSegmenterRunner(SegmenterRunner):
             ).logits
         probs = np.exp(log_softmax(logits.float().numpy()))
         return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+class TorchEncoderClassifierRunner(EncoderClassifierRunner):
+    """C2 as an encoder on PyTorch eager: one right-padded text pair per row."""
+
+    def __init__(self, model: PreTrainedModel, pad_id: int):
+        self.model = model
+        self.pad_id = pad_id
+
+    def logits(self, rows: list[EncodedPair]) -> np.ndarray:
+        """Label logits (B, L) of the encoded pairs."""
+        ids, mask = pad_batch([row.ids for row in rows], self.pad_id, left=False)
+        types, _ = pad_batch([row.type_ids for row in rows], 0, left=False)
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.from_numpy(ids),
+                                attention_mask=torch.from_numpy(mask),
+                                token_type_ids=torch.from_numpy(types)).logits
+        return logits.float().numpy()
 
 
 class TorchDecoderRunner(DecoderRunner):
@@ -135,9 +155,15 @@ def load_torch_solver(
         for name, cls in MODEL_CLASSES.items()
     }
     pad = {name: model.config.pad_token_id for name, model in models.items()}
+    spec = manifest.models["classifier"]
+    classifier: EncoderClassifierRunner | DecoderRunner = (
+        TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])
+        if spec.kv_cache is None
+        else TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
+    )
     runners = (
         TorchSegmenterRunner(models["segmenter"], pad["segmenter"]),
-        TorchDecoderRunner(models["classifier"], manifest.models["classifier"], pad["classifier"]),
+        classifier,
         TorchDecoderRunner(models["extractor"], manifest.models["extractor"], pad["extractor"]),
     )
     return Solver(folder, manifest, choose_provider("cpu"), threads, runners=runners)

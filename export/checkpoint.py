@@ -23,7 +23,9 @@ SPEC_NAME = "mycelium.json"
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
-# Special tokens (mycelium.json names) each role's inputs use; all are recorded when present.
+# Special tokens (mycelium.json names) each role's inputs use when a decoder serves it;
+# an encoder needs only "pad" (its own post-processor adds its special tokens). All are
+# recorded when present.
 REQUIRED_TOKENS = {
     "segmenter": ("pad",),
     "classifier": ("pad", "sep", "cls"),
@@ -115,9 +117,11 @@ def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, .
 
 
 def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int,
-                    config_pad: int | None = None) -> dict[str, int]:
-    """Ids of mycelium.json's special tokens in this model's tokenizer. A model with its
-    own tokenizer (a pretrained encoder's) pads with the id its config names."""
+                    config_pad: int | None = None,
+                    required: tuple[str, ...] = ()) -> dict[str, int]:
+    """Ids of mycelium.json's special tokens in this model's tokenizer (``required``: those
+    the role's inputs use). A model with its own tokenizer (a pretrained encoder's) pads
+    with the id its config names."""
     from tokenizers import Tokenizer
 
     try:
@@ -138,9 +142,32 @@ def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int,
             token_id = config_pad
         if token_id is not None:
             ids[name] = token_id
-        elif name in REQUIRED_TOKENS[role]:
+        elif name in required:
             raise CheckpointError(f"{role}: tokenizer.json has no special token {token!r} ({name})")
     return ids
+
+
+def _check_positions(role: str, positions: Any, path: Path, spec: SolverSpec) -> None:
+    """An encoder's learned absolute positions must cover its longest input: the problem
+    (segmenter), or the problem, the group and the special tokens of a pair (classifier),
+    which its tokenizer's post-processor must then add."""
+    from tokenizers import Tokenizer
+
+    longest, what = spec.max_problem_tokens, "max_problem_tokens"
+    if role == "classifier":
+        special = Tokenizer.from_file(str(path)).num_special_tokens_to_add(is_pair=True)
+        if special == 0:
+            raise CheckpointError(
+                "classifier: tokenizer.json has no post-processor joining a text pair "
+                "(an encoder classifier reads the problem and the group as two segments)"
+            )
+        longest += spec.max_suffix_tokens + special
+        what = f"max_problem_tokens + max_suffix_tokens + {special} special tokens"
+    if isinstance(positions, int) and positions < longest:
+        raise CheckpointError(
+            f"{role}: max_position_embeddings {positions} is below mycelium.json's "
+            f"{what} ({longest})"
+        )
 
 
 def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint:
@@ -174,14 +201,6 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     problems = arch.check_config(config)
     if problems:
         raise CheckpointError(f"{role.name}: {problems[0]}")
-    positions = config.get("max_position_embeddings")
-    if arch.kv_layout is None and isinstance(positions, int) and (
-        positions < spec.max_problem_tokens
-    ):  # learned absolute positions: a longer input would index past the table
-        raise CheckpointError(
-            f"{role.name}: max_position_embeddings {positions} is below mycelium.json's "
-            f"max_problem_tokens {spec.max_problem_tokens}"
-        )
     _check_weights(role.name, folder)
     tokenizer = folder / "tokenizer.json"
     if not tokenizer.is_file():
@@ -190,8 +209,11 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     if role.name == "classifier" and config.get("pad_token_id") is None:
         raise CheckpointError("classifier: config.json has no pad_token_id")
     pad = config.get("pad_token_id")
+    required = REQUIRED_TOKENS[role.name] if arch.cached(role.name) else ("pad",)
     special = _special_tokens(role.name, tokenizer, spec, int(config.get("vocab_size", 0)),
-                              pad if isinstance(pad, int) else None)
+                              pad if isinstance(pad, int) else None, required)
+    if not arch.cached(role.name):  # after _special_tokens: the tokenizer file reads
+        _check_positions(role.name, config.get("max_position_embeddings"), tokenizer, spec)
     return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mycelium.runtime.manifest import TensorSpec
+from mycelium.runtime.manifest import ENCODER_CLASSIFIER_INPUTS, TensorSpec
 
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past_seq", "total_seq"  # symbolic dimensions
 
@@ -59,6 +59,15 @@ def segmenter_io(num_labels: int, dtype: str) -> GraphIO:
             TensorSpec("attention_mask", "int64", (BATCH, SEQ)),
         ),
         outputs=(TensorSpec("logits", dtype, (BATCH, SEQ, num_labels)),),
+    )
+
+
+def encoder_classifier_io(num_labels: int, dtype: str) -> GraphIO:
+    """Sequence classification of a right-padded batch of text pairs: logits (B, L)."""
+    return GraphIO(
+        inputs=tuple(TensorSpec(name, "int64", (BATCH, SEQ))
+                     for name in ENCODER_CLASSIFIER_INPUTS),
+        outputs=(TensorSpec("logits", dtype, (BATCH, num_labels)),),
     )
 
 

@@ -44,6 +44,8 @@ def sample_args(io: GraphIO, vocab_size: int, dtype: torch.dtype, batch: int = 2
             mask = torch.ones(shape, dtype=torch.int64)
             mask[0, 0] = 0  # one padded slot, so the mask path is traced with real values
             args.append(mask)
+        elif spec.name == "token_type_ids":  # a text pair: the second half is segment 1
+            args.append((torch.arange(seq) >= seq // 2).long().expand(batch, seq).contiguous())
         elif spec.name == "position_ids":
             args.append(torch.arange(past, past + seq).expand(batch, seq).contiguous())
         else:

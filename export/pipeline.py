@@ -21,7 +21,7 @@ from mycelium.runtime.spec import SolverSpec
 
 from .checkpoint import ModelCheckpoint, load_model, validate_checkpoint
 from .errors import ExportError, ParityError
-from .io_specs import GraphIO, decoder_io, segmenter_io
+from .io_specs import GraphIO, decoder_io, encoder_classifier_io, segmenter_io
 from .manifest_builder import build_manifest, model_spec
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
 from .output import Staging, check_destination
@@ -76,8 +76,11 @@ class Progress:
 def graph_io(model: ModelCheckpoint, config: Any,
              dtype: str) -> tuple[GraphIO, KVCacheSpec | None]:
     """The graph I/O of a role, and its KV layout for decoders."""
-    if not model.role.decoder:
-        return segmenter_io(len(model.labels or ()), dtype), None
+    if not model.architecture.cached(model.name):
+        labels = len(model.labels or ())
+        if model.name == "classifier":
+            return encoder_classifier_io(labels, dtype), None
+        return segmenter_io(labels, dtype), None
     assert model.architecture.kv_layout is not None  # checked at registration
     layers, kv_heads, head_dim = model.architecture.kv_layout(config)
     width = len(model.labels) if model.labels else config.vocab_size
@@ -98,10 +101,11 @@ def _export_model(model: ModelCheckpoint, staging: Staging, precision: str, opse
     ref: Reference | None = None
     if verify:
         progress(f"computing the PyTorch reference of {name} ...")
-        rows, splits = sample_inputs(name, model.tokenizer, spec)
+        cached = model.architecture.cached(name)
         ref_pad = config.pad_token_id if config.pad_token_id is not None else pad_id
         steps = GREEDY_STEPS if name == "extractor" else 1
-        ref = reference(name, hf, rows, splits, ref_pad, steps)
+        ref = reference(name, hf, sample_inputs(name, model.tokenizer, spec, cached),
+                        ref_pad, steps)
     dtype = TRACE_DTYPES[precision]
     io, kv = graph_io(model, config, dtype)
     torch_dtype = getattr(torch, dtype)

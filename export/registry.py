@@ -8,7 +8,8 @@ build the torch module that is traced, and which ops int8 quantizes. Adding an
 architecture is one decorated function; nothing else branches on the model type.
 
 Decoders (``qwen2``) serve every role. An encoder (``bert``: a pretrained English
-encoder fine-tuned as the segmenter) serves only the roles without a KV cache.
+encoder fine-tuned as the segmenter or the classifier) serves the roles that write no
+tokens, as full-sequence graphs: the classifier then reads one text pair per group.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from typing import Any
 
 from torch import nn
 
-from .wrappers import EncoderTokenClassifierGraph, LastPositionDecoderGraph, TokenClassifierGraph
+from .wrappers import (
+    EncoderSequenceClassifierGraph,
+    EncoderTokenClassifierGraph,
+    LastPositionDecoderGraph,
+    TokenClassifierGraph,
+)
 
 
 @dataclass(frozen=True)
@@ -29,13 +35,15 @@ class Role:
     name: str  # sub-folder and artifact stem
     head: str  # architecture suffix in config.json, e.g. "ForTokenClassification"
     needs_labels: bool  # a classification head with an id2label map
-    decoder: bool  # KV-cache graph with last-position logits
+    decoder: bool  # a decoder serves it as a KV-cache graph with last-position logits
+    generates: bool = False  # writes tokens: only a decoder can serve it
 
 
 ROLES: dict[str, Role] = {
     "segmenter": Role("segmenter", "ForTokenClassification", needs_labels=True, decoder=False),
     "classifier": Role("classifier", "ForSequenceClassification", needs_labels=True, decoder=True),
-    "extractor": Role("extractor", "ForCausalLM", needs_labels=False, decoder=True),
+    "extractor": Role("extractor", "ForCausalLM", needs_labels=False, decoder=True,
+                      generates=True),
 }
 
 
@@ -51,6 +59,11 @@ class Architecture:
     int8_ops: tuple[str, ...] = ("MatMul",)  # op types int8 export quantizes
     int8_per_channel: bool = False  # one scale per output channel instead of per tensor
 
+    def cached(self, role: str) -> bool:
+        """Whether this architecture serves ``role`` as a KV-cache graph (a decoder role
+        on a decoder); an encoder serves every role it can as a full-sequence graph."""
+        return ROLES[role].decoder and self.kv_layout is not None
+
     def class_name(self, role: str) -> str:
         """The ``architectures`` entry expected in config.json for a role."""
         return self.classes[role]().__name__
@@ -65,14 +78,16 @@ def register_architecture(model_type: str, classes: dict[str, Callable[[], type]
                           int8_ops: tuple[str, ...] = ("MatMul",),
                           int8_per_channel: bool = False):
     """Decorator registering a graph builder ``(role, hf_model, quantized) -> nn.Module``;
-    ``classes`` names the roles the architecture serves (decoder roles need ``kv_layout``)."""
+    ``classes`` names the roles the architecture serves (a generating role needs
+    ``kv_layout``: only a decoder with a KV cache writes tokens)."""
 
     def decorate(build_graph: Callable[..., nn.Module]):
         unknown = set(classes) - set(ROLES)
         if unknown:
             raise ValueError(f"architecture {model_type!r}: unknown roles {sorted(unknown)}")
-        if kv_layout is None and any(ROLES[role].decoder for role in classes):
-            raise ValueError(f"architecture {model_type!r} serves a decoder role: needs kv_layout")
+        if kv_layout is None and any(ROLES[role].generates for role in classes):
+            raise ValueError(f"architecture {model_type!r} serves a generating role: "
+                             "needs kv_layout")
         ARCHITECTURES[model_type] = Architecture(
             model_type, classes, build_graph, check_config, kv_layout, int8_ops,
             int8_per_channel,
@@ -142,7 +157,7 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
         problems.append(f"position_embedding_type {config.get('position_embedding_type')!r} "
                         "is not supported (absolute)")
     if config.get("is_decoder"):
-        problems.append("is_decoder is not supported (an encoder serves the segmenter)")
+        problems.append("is_decoder is not supported (an encoder serves as an encoder)")
     return problems
 
 
@@ -151,10 +166,13 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
 # problems' span decisions and per-channel ones 2 % (same span accuracy either way).
 @register_architecture(
     "bert",
-    classes={"segmenter": _hf_class("BertForTokenClassification")},
+    classes={"segmenter": _hf_class("BertForTokenClassification"),
+             "classifier": _hf_class("BertForSequenceClassification")},
     check_config=_check_bert,
     int8_ops=("MatMul", "Gather"),
     int8_per_channel=True,
 )
 def _bert_graph(role: str, model: nn.Module, quantized: bool = False) -> nn.Module:
+    if role == "classifier":
+        return EncoderSequenceClassifierGraph(model)
     return EncoderTokenClassifierGraph(model)

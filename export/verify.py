@@ -3,10 +3,10 @@
 The reference outputs are computed first, from the PyTorch model as the
 checkpoint defines it (right padding, full recomputation, no cache), so that
 the model can be freed before the ONNX session is opened. The graphs are then
-run the way the runtime runs them: the segmenter on a right-padded batch; the
-decoders on a left-padded batch, prefilled in one go (P = 0) and in two chunks
-(problem, then suffix, P > 0), then fed the reference's greedy tokens one step
-at a time with the KV cache.
+run the way the runtime runs them: the segmenter (and an encoder classifier, on text
+pairs) on a right-padded batch; the decoders on a left-padded batch, prefilled in one
+go (P = 0) and in two chunks (problem, then suffix, P > 0), then fed the reference's
+greedy tokens one step at a time with the KV cache.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mycelium.runtime.spec import SolverSpec
-from mycelium.runtime.templates import classifier_suffix, extractor_suffix
+from mycelium.runtime.templates import classifier_suffix, extractor_suffix, group_pair
 
 from .io_specs import GraphIO
 
@@ -79,18 +79,30 @@ class ParityRow:
 
 
 @dataclass
-class Reference:
+class Sample:
+    """Token ids of the parity samples, as the runtime builds them."""
+
+    inputs: list[list[int]]  # segmenter rows, encoder pairs, or decoder prompts
+    splits: list[int] = field(default_factory=list)  # decoders: problem length per row
+    type_ids: list[list[int]] | None = None  # encoder pairs: segment id per token
+
+
+@dataclass
+class Reference(Sample):
     """PyTorch outputs on the sample inputs."""
 
-    inputs: list[list[int]]  # segmenter rows, or decoder prompts (problem + suffix)
-    splits: list[int] = field(default_factory=list)  # decoders: problem length per row
     logits: list[np.ndarray] = field(default_factory=list)  # per step (B, N), or [(B, T, L)]
     tokens: list[np.ndarray] = field(default_factory=list)  # argmax per step (B,)
 
 
-def sample_inputs(role: str, tokenizer_path: Path, spec: SolverSpec) -> tuple[list, list]:
-    """Token ids of the samples: (rows, problem lengths); the suffix follows the problem."""
+def sample_inputs(role: str, tokenizer_path: Path, spec: SolverSpec,
+                  cached: bool = True) -> Sample:
+    """The samples of a role: problems (segmenter); (problem with the group marked, group)
+    pairs (encoder classifier); problem + suffix prompts split after the problem
+    (decoders, ``cached``)."""
     from tokenizers import Tokenizer
+
+    from mycelium.runtime.tokenization import encode_pairs
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
 
@@ -99,14 +111,29 @@ def sample_inputs(role: str, tokenizer_path: Path, spec: SolverSpec) -> tuple[li
 
     problems = [encode(text, spec.max_problem_tokens) for text in PROBLEMS]
     if role == "segmenter":
-        return problems, [len(p) for p in problems]
+        return Sample(problems, [len(p) for p in problems])
+    if role == "classifier" and not cached:
+        pairs = [group_pair(spec.templates, text, _spans(text, group), group)
+                 for text, group in zip(PROBLEMS, GROUPS, strict=True)]
+        encoded = encode_pairs(tokenizer, pairs, spec.max_problem_tokens, spec.max_suffix_tokens)
+        return Sample([e.ids for e in encoded], type_ids=[e.type_ids for e in encoded])
     suffixes = [
         classifier_suffix(spec.templates, group) if role == "classifier"
         else extractor_suffix(spec.templates, group, op)
         for group, op in zip(GROUPS, OPS, strict=True)
     ]
     rows = [p + encode(s, spec.max_suffix_tokens) for p, s in zip(problems, suffixes, strict=True)]
-    return rows, [len(p) for p in problems]
+    return Sample(rows, [len(p) for p in problems])
+
+
+def _spans(text: str, group: tuple[tuple[int, str], ...]) -> list[tuple[int, int]]:
+    """Character spans of a sample group's quantities (their first occurrences, in order)."""
+    spans, start = [], 0
+    for _, quantity in group:
+        begin = text.index(quantity, start)
+        spans.append((begin, begin + len(quantity)))
+        start = begin + len(quantity)
+    return spans
 
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -120,17 +147,18 @@ def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[np.ndarray, np
     return ids, mask
 
 
-def reference(role: str, model: Any, rows: list[list[int]], splits: list[int],
-              pad_id: int, steps: int) -> Reference:
+def reference(role: str, model: Any, sample: Sample, pad_id: int, steps: int) -> Reference:
     """Run the Hugging Face model (right padding, no cache) on the samples."""
     import torch
 
-    ref = Reference(inputs=[list(r) for r in rows], splits=list(splits))
-    rows = [list(r) for r in rows]
+    ref = Reference([list(r) for r in sample.inputs], list(sample.splits), sample.type_ids)
+    rows = [list(r) for r in sample.inputs]
     with torch.no_grad():
         for _ in range(steps):
             ids, mask = _pad(rows, pad_id, left=False)
             inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+            if sample.type_ids is not None:
+                inputs["token_type_ids"] = torch.from_numpy(_pad(sample.type_ids, 0, False)[0])
             if role == "extractor":  # the lm_head only at each row's last real position
                 last = mask.sum(axis=1) - 1
                 keep = sorted(set(last.tolist()))
@@ -181,6 +209,15 @@ def _run_segmenter(session: Any, ref: Reference, pad_id: int) -> tuple[list, lis
     return [logits[real]], [ref.logits[0][real]], real
 
 
+def _run_encoder_classifier(session: Any, ref: Reference, pad_id: int) -> tuple[list, list]:
+    assert ref.type_ids is not None
+    ids, mask = _pad(ref.inputs, pad_id, left=False)
+    types, _ = _pad(ref.type_ids, 0, left=False)
+    (logits,) = session.run(
+        ["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    return [logits], [ref.logits[0]]
+
+
 def _run_decoder(session: Any, io: GraphIO, dtype: Any, ref: Reference,
                  pad_id: int) -> tuple[list, list]:
     decoder = _Decoder(session, io, dtype)
@@ -216,6 +253,8 @@ def compare(role: str, precision: str, session: Any, provider: str, io: GraphIO,
     try:
         if role == "segmenter":
             got, want, _ = _run_segmenter(session, ref, pad_id)
+        elif ref.type_ids is not None:
+            got, want = _run_encoder_classifier(session, ref, pad_id)
         else:
             got, want = _run_decoder(session, io, dtype, ref, pad_id)
     except (ValueError, RuntimeError) as exc:

@@ -151,6 +151,22 @@ class EncoderTokenClassifierGraph(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+class EncoderSequenceClassifierGraph(nn.Module):
+    """Classifier graph of a bidirectional encoder with a sequence-classification head:
+    (input_ids, attention_mask, token_type_ids) -> logits (B, L); right padding, one text
+    pair (problem with the group marked, group) per row."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # e.g. BertForSequenceClassification (pooled first token)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        """Logits per row (padded positions are masked out of attention)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).logits
+
+
 class LastPositionDecoderGraph(nn.Module):
     """Classifier/extractor graph: KV cache in and out, head on the last position only.
 

@@ -20,6 +20,8 @@ from .errors import ArtifactsError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAMES = ("segmenter", "classifier", "extractor")
+# an encoder classifier reads a right-padded text pair: ids, mask and segment (type) ids
+ENCODER_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,15 @@ def parse_manifest(data: Any) -> Manifest:
     if missing:
         raise ArtifactsError(f"manifest: missing model(s) {', '.join(missing)}")
     models = {name: _model_spec(name, raw_models[name]) for name in MODEL_NAMES}
-    for name in ("classifier", "extractor"):
-        if models[name].kv_cache is None:
-            raise ArtifactsError(f"manifest: models.{name}.kv_cache is required")
+    if models["extractor"].kv_cache is None:
+        raise ArtifactsError("manifest: models.extractor.kv_cache is required")
+    inputs = ", ".join(spec.name for spec in models["classifier"].inputs)
+    encoder_inputs = ", ".join(ENCODER_CLASSIFIER_INPUTS)
+    if models["classifier"].kv_cache is None and inputs != encoder_inputs:
+        raise ArtifactsError(
+            "manifest: models.classifier needs a kv_cache (a decoder) or the inputs "
+            f"{encoder_inputs} (an encoder), got {inputs}"
+        )
     for name in ("segmenter", "classifier"):
         if not models[name].labels:
             raise ArtifactsError(f"manifest: models.{name}.labels is required")

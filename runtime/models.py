@@ -1,9 +1,10 @@
 """Batched runners of the three exported specialists on onnxruntime.
 
-The segmenter reads right-padded problems. The classifier and the extractor are
-decoders with a KV cache: each problem's text is prefilled once, its cache rows
-are gathered for every span group of that problem, and only the short group
-suffixes (and, for the extractor, the generated arguments) are computed per group.
+The segmenter reads right-padded problems; so does an encoder classifier (one text
+pair per span group). A decoder classifier and the extractor have a KV cache: each
+problem's text is prefilled once, its cache rows are gathered for every span group of
+that problem, and only the short group suffixes (and, for the extractor, the generated
+arguments) are computed per group.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .manifest import ModelSpec
-from .tokenization import pad_batch
+from .tokenization import EncodedPair, pad_batch
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -49,6 +50,24 @@ class SegmenterRunner:
         (logits,) = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
         probs = np.exp(log_softmax(logits))
         return [probs[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+class EncoderClassifierRunner:
+    """C2 as a bidirectional encoder: one (problem with the group marked, group) text pair
+    per row, right-padded, classified from the whole sequence (no cache to share)."""
+
+    def __init__(self, session: ort.InferenceSession, pad_id: int):
+        self.session = session
+        self.pad_id = pad_id
+
+    def logits(self, rows: list[EncodedPair]) -> np.ndarray:
+        """Label logits (B, L) of the encoded pairs."""
+        ids, mask = pad_batch([row.ids for row in rows], self.pad_id, left=False)
+        types, _ = pad_batch([row.type_ids for row in rows], 0, left=False)
+        (logits,) = self.session.run(
+            ["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        )
+        return logits
 
 
 @dataclass(frozen=True)

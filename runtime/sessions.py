@@ -58,11 +58,14 @@ def shape_profiles(model: ModelSpec, limits: ShapeLimits) -> dict[str, str]:
     tokens) and ``total_seq``; the cache is empty (length 0) when a problem is prefilled.
     """
     longest_past = limits.problem_tokens + limits.new_tokens
+    # an encoder classifier reads a pair: the problem, then the group and special tokens
+    pair = "token_type_ids" in {tensor.name for tensor in model.inputs}
+    longest_fed = longest_past if pair else limits.problem_tokens
     dims = {
         "min": {"batch": 1, "seq": 1, "past_seq": 0, "total_seq": 1},
         "opt": {"batch": limits.opt_rows, "seq": 8, "past_seq": limits.opt_tokens,
                 "total_seq": limits.opt_tokens + 8},
-        "max": {"batch": limits.rows, "seq": limits.problem_tokens, "past_seq": longest_past,
+        "max": {"batch": limits.rows, "seq": longest_fed, "past_seq": longest_past,
                 "total_seq": longest_past + limits.problem_tokens},
     }
     out = {}

@@ -21,7 +21,13 @@ from .artifacts import resolve_artifacts
 from .errors import ArtifactsError
 from .grammar import parse_args
 from .manifest import Manifest, load_manifest, safe_member
-from .models import DecoderRunner, DecoderState, SegmenterRunner, log_softmax
+from .models import (
+    DecoderRunner,
+    DecoderState,
+    EncoderClassifierRunner,
+    SegmenterRunner,
+    log_softmax,
+)
 from .ranking import best_first
 from .results import SolveResult, Span
 from .scorer import Scored, pick_answer
@@ -35,18 +41,19 @@ from .sessions import (
     shape_profiles,
 )
 from .spec import REJECT, SolverSpec, override_search
-from .templates import classifier_suffix, extractor_suffix, marked_problem
+from .templates import classifier_suffix, extractor_suffix, group_pair, marked_problem
 from .tokenization import TextTokenizer
 from .verifier import CandidateInfo, candidate_features, with_pool_features
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
+ENCODER_ROWS_PER_CALL = 64  # encoder classifier rows per call (length-sorted: little padding)
 KV_BUDGET_BYTES = 512 * 2**20  # cache bytes per decoder call (a 0.5B shape gets fewer rows)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 
 
-Runners = tuple[SegmenterRunner, DecoderRunner, DecoderRunner]
+Runners = tuple[SegmenterRunner, DecoderRunner | EncoderClassifierRunner, DecoderRunner]
 
 
 @dataclass
@@ -147,10 +154,15 @@ class Solver:
             path = safe_member(self.folder, model.file)
             sessions[name] = make_session(path, self.provider, threads, tensorrt)
         models = self.manifest.models
+        classifier: DecoderRunner | EncoderClassifierRunner = (
+            EncoderClassifierRunner(sessions["classifier"], self.pad_ids["classifier"])
+            if models["classifier"].kv_cache is None
+            else DecoderRunner(sessions["classifier"], models["classifier"],
+                               self.pad_ids["classifier"], device)
+        )
         return (
             SegmenterRunner(sessions["segmenter"], self.pad_ids["segmenter"]),
-            DecoderRunner(sessions["classifier"], models["classifier"],
-                          self.pad_ids["classifier"], device),
+            classifier,
             DecoderRunner(sessions["extractor"], models["extractor"],
                           self.pad_ids["extractor"], device),
         )
@@ -241,6 +253,30 @@ class Solver:
             out.append(log_softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.operations)))
 
+    def _classify_pairs(
+        self, questions: list[str], spans: list[list[Span]],
+        rows: list[tuple[int, list[tuple[int, str]]]],
+    ) -> np.ndarray:
+        """Operation log-probabilities (R, ops) from an encoder classifier: one text pair
+        per row (``group_pair``), run in length-sorted chunks."""
+        assert isinstance(self.classifier, EncoderClassifierRunner)
+        with _Timer(self.stats, "tokenize"):
+            pairs = [
+                group_pair(self.spec.templates, questions[p],
+                           [(span.start, span.end) for span in spans[p]], items)
+                for p, items in rows
+            ]
+            encoded = self.tokenizers["classifier"].encode_pairs(
+                pairs, self.spec.max_problem_tokens, self.spec.max_suffix_tokens)
+        out = np.zeros((len(rows), len(self.operations)), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda i: len(encoded[i].ids))
+        for start in range(0, len(order), ENCODER_ROWS_PER_CALL):
+            chunk = order[start:start + ENCODER_ROWS_PER_CALL]
+            batch = [encoded[i] for i in chunk]
+            self.stats.tokens["classifier"] += sum(len(row.ids) for row in batch)
+            out[chunk] = log_softmax(self.classifier.logits(batch))
+        return out
+
     def _extract(
         self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
     ) -> list[list[tuple[str, float]]]:
@@ -315,7 +351,10 @@ class Solver:
                 for q, s in zip(questions, spans, strict=True)
             ]
         with _Timer(self.stats, "classify"):
-            op_scores = self._classify(prefixes, class_rows)
+            if isinstance(self.classifier, EncoderClassifierRunner):
+                op_scores = self._classify_pairs(questions, spans, class_rows)
+            else:
+                op_scores = self._classify(prefixes, class_rows)
         with _Timer(self.stats, "search"):
             real = [i for i, op in enumerate(self.operations) if op != REJECT]
             k = max(1, min(self.spec.search.ops_per_group, len(real)))

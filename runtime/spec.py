@@ -48,6 +48,11 @@ class Templates:
     # written right after every quantity span of the classifier's and extractor's problem
     # text ("" = the text as is), so a group item can find its span by an identical token
     span_marker: str = ""
+    # An encoder classifier (no KV cache) reads one text pair per group instead: the problem
+    # with the group's spans wrapped in ``group_mark``, then the group's span texts joined
+    # by spaces (``group_pair_empty`` for a step that consumes no span).
+    group_mark: str = "[ {text} ]"
+    group_pair_empty: str = "none"
 
 
 # `mycelium-train fit --span-markers`: spans marked in the text, groups named by index only

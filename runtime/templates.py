@@ -39,6 +39,23 @@ def marked_problem(templates: Templates, question: str,
     return "".join(pieces)
 
 
+def group_pair(templates: Templates, question: str, spans: Sequence[tuple[int, int]],
+               group: Sequence[tuple[int, str]]) -> tuple[str, str]:
+    """An encoder classifier's input for one group: the problem text with the group's spans
+    (character ``(start, end)`` of every quantity, in text order; the group names them by
+    rank) wrapped in ``templates.group_mark``, and the group's span texts."""
+    chosen = {index for index, _ in group}
+    pieces, last = [], 0
+    for index, (start, end) in enumerate(spans):
+        if index in chosen:
+            pieces.append(question[last:start])
+            pieces.append(templates.group_mark.replace("{text}", question[start:end]))
+            last = end
+    pieces.append(question[last:])
+    items = " ".join(text for _, text in group) or templates.group_pair_empty
+    return "".join(pieces), items
+
+
 def classifier_suffix(templates: Templates, group: Sequence[tuple[int, str]]) -> str:
     """Text appended to the problem for the operation classifier."""
     return templates.classifier.replace("{items}", group_items(templates, group))

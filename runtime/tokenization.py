@@ -19,6 +19,33 @@ class Encoded:
     offsets: list[tuple[int, int]]
 
 
+@dataclass
+class EncodedPair:
+    """A text pair as one sequence: ids with the tokenizer's special tokens, segment ids."""
+
+    ids: list[int]
+    type_ids: list[int]
+
+
+def encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]], first_tokens: int,
+                 second_tokens: int) -> list[EncodedPair]:
+    """Encode ``(a, b)`` pairs the way the tokenizer's post-processor joins two segments
+    (e.g. ``[CLS] a [SEP] b [SEP]`` with type ids 0 then 1); ``a`` is cut to
+    ``first_tokens`` and ``b`` to ``second_tokens`` before the special tokens are added.
+    Both the trainer and the runtime encode an encoder classifier's inputs with it."""
+    if not pairs:
+        return []
+    firsts = tokenizer.encode_batch([a for a, _ in pairs], add_special_tokens=False)
+    seconds = tokenizer.encode_batch([b for _, b in pairs], add_special_tokens=False)
+    out = []
+    for first, second in zip(firsts, seconds, strict=True):
+        first.truncate(first_tokens)
+        second.truncate(second_tokens)
+        joined = tokenizer.post_process(first, second, add_special_tokens=True)
+        out.append(EncodedPair(list(joined.ids), list(joined.type_ids)))
+    return out
+
+
 class TextTokenizer:
     """A thin wrapper of `tokenizers.Tokenizer` that never adds special tokens."""
 
@@ -46,6 +73,11 @@ class TextTokenizer:
                 ids, offsets = ids[:max_tokens], offsets[:max_tokens]
             out.append(Encoded(list(ids), list(offsets)))
         return out
+
+    def encode_pairs(self, pairs: list[tuple[str, str]], first_tokens: int,
+                     second_tokens: int) -> list[EncodedPair]:
+        """Text pairs with this tokenizer's special tokens (see :func:`encode_pairs`)."""
+        return encode_pairs(self._tokenizer, pairs, first_tokens, second_tokens)
 
     def decode(self, ids: list[int]) -> str:
         """Text of ids, special tokens skipped."""

@@ -24,7 +24,7 @@ from mycelium.export.registry import ARCHITECTURES, ROLES  # noqa: E402
 from mycelium.export.verify import TOLERANCES, Tolerance  # noqa: E402
 from mycelium.runtime.manifest import load_manifest, sha256_file  # noqa: E402
 
-# every registered architecture must be exported by a test (bert: test_encoder_segmenter.py)
+# every registered architecture must be exported by a test (bert: test_encoder_specialists.py)
 TESTED_ARCHITECTURES = {"qwen2", "bert"}
 
 
@@ -52,7 +52,10 @@ ROWS = [[40, 41, 42, 43, 44, 45, 46], [50, 51, 52], [60]]
 def test_every_registered_architecture_is_tested() -> None:
     assert set(ARCHITECTURES) == TESTED_ARCHITECTURES
     assert set(ARCHITECTURES["qwen2"].classes) == set(ROLES)  # the decoders serve every role
-    assert set(ARCHITECTURES["bert"].classes) == {"segmenter"}
+    assert set(ARCHITECTURES["bert"].classes) == {"segmenter", "classifier"}
+    # an encoder serves its roles as full-sequence graphs; a decoder caches the decoder roles
+    assert not any(ARCHITECTURES["bert"].cached(role) for role in ("segmenter", "classifier"))
+    assert [ARCHITECTURES["qwen2"].cached(r) for r in ROLES] == [False, True, True]
 
 
 # --- wrappers against Hugging Face, in PyTorch --------------------------------------------------
@@ -251,12 +254,12 @@ def _pickle_only(root: Path) -> None:
     (root / "segmenter" / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
 
 
-def _bert_classifier(root: Path) -> None:
+def _bert_extractor(root: Path) -> None:
     from transformers import BertConfig
 
-    shutil.rmtree(root / "classifier")
+    shutil.rmtree(root / "extractor")
     BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=37).save_pretrained(root / "classifier")
+               intermediate_size=37).save_pretrained(root / "extractor")
 
 
 def _bad_spec(root: Path) -> None:
@@ -274,8 +277,9 @@ BAD_CHECKPOINTS = [
     ("default-labels", _edit_config("classifier", id2label={"0": "LABEL_0", "1": "LABEL_1"}),
      r"classifier: config\.json has no label map"),
     ("no-labels", _edit_config("segmenter", id2label=None), r"segmenter: .*no id2label"),
-    ("bert", _bert_classifier,
-     r"classifier: architecture 'bert' cannot serve the classifier \(it serves: segmenter\)"),
+    ("bert", _bert_extractor,
+     r"extractor: architecture 'bert' cannot serve the extractor "
+     r"\(it serves: segmenter, classifier\)"),
     ("llama", _edit_config("extractor", model_type="llama", architectures=["LlamaForCausalLM"]),
      r"unsupported architecture 'llama' for extractor"),
     ("wrong-head", _edit_config("segmenter", architectures=["Qwen2ForCausalLM"]),

@@ -45,6 +45,11 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      help="Start the segmenter from this pretrained encoder folder "
                           "(config.json, model.safetensors, tokenizer.json; e.g. "
                           "all-MiniLM-L6-v2, train/README.md) with its own tokenizer."),
+        click.option("--classifier-init", default=None,
+                     type=click.Path(exists=True, file_okay=False, path_type=str),
+                     help="Start the classifier from this pretrained encoder folder: it then "
+                          "reads one text pair per span group (the problem with the group "
+                          "marked, the group's spans); no shared prefix cache."),
         click.option("--init-lr", default=5e-5, show_default=True,
                      type=click.FloatRange(0, 1, min_open=True),
                      help="Peak learning rate of a specialist started from a pretrained "

@@ -136,6 +136,20 @@ def encoder_segmenter(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
     )
 
 
+def encoder_classifier(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    """C2 started from a pretrained encoder: its weights, a new sequence-classification
+    head over ``labels`` (the operations, and the reject label when learned)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        folder,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        use_safetensors=True,
+    )
+
+
 def build_pretrain_lm(size: BackboneSize | str, tokens: TokenIds) -> Qwen2ForCausalLM:
     """A plain causal LM of the shared backbone shape (for optional pretraining)."""
     return Qwen2ForCausalLM(backbone_config(size, tokens))

@@ -45,6 +45,7 @@ from .models import (
     build_classifier,
     build_extractor,
     build_segmenter,
+    encoder_classifier,
     encoder_segmenter,
     export_bytes,
     load_backbone,
@@ -94,7 +95,15 @@ class FitConfig:
     # a pretrained encoder folder (config.json, model.safetensors, tokenizer.json) the
     # segmenter starts from, with its own tokenizer; None = a Qwen2 segmenter from scratch
     segmenter_init: str | None = None
+    # the same for the classifier: it then reads one text pair per group (pair_classifier.py),
+    # ``packed_batch_size`` pairs per step
+    classifier_init: str | None = None
     init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
+
+    def encoder_init(self, name: str) -> Path | None:
+        """The pretrained encoder folder a specialist starts from, if any."""
+        folder = {"segmenter": self.segmenter_init, "classifier": self.classifier_init}.get(name)
+        return Path(folder) if folder else None
 
 
 # --------------------------------------------------------------------------- data
@@ -559,25 +568,43 @@ class ClassifierTask(Task):
         on the groups that are steps; ``reject_accuracy``: the reject label's argmax rate
         on the groups that are not."""
         model.eval()
-        ops = len(self.spec.operations)
-        correct = total = rejected = negatives = 0
-        loss = 0.0
+        tally = OperationTally(len(self.spec.operations))
         for idx in eval_batches([len(x) for x in self.dev], batch_size):
             batch = _to(self.collate([self.dev[i] for i in idx]), device)
-            logits = packed_logits(model, batch, model.score)
-            targets = batch["targets"]
-            steps = targets < ops
-            loss += F.cross_entropy(logits[steps], targets[steps], reduction="sum").item()
-            correct += (logits[steps, :ops].argmax(-1) == targets[steps]).sum().item()
-            total += int(steps.sum())
-            if logits.shape[1] > ops:
-                rejected += (logits[~steps].argmax(-1) == ops).sum().item()
-                negatives += int((~steps).sum())
-        figures = {"accuracy": correct / max(1, total), "loss": loss / max(1, total),
-                   "groups": total}
-        if negatives:
-            figures["reject_accuracy"] = rejected / negatives
-        return figures
+            tally.add(packed_logits(model, batch, model.score), batch["targets"])
+        return tally.figures()
+
+
+@dataclass
+class OperationTally:
+    """Dev figures of an operation classifier, accumulated batch by batch: ``accuracy`` of
+    the best operation (the reject label aside, as the runtime picks) on the groups that
+    are steps, their mean ``loss``, and ``reject_accuracy`` on the groups that are not."""
+
+    ops: int
+    correct: int = 0
+    total: int = 0
+    rejected: int = 0
+    negatives: int = 0
+    loss: float = 0.0
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Count one batch: logits (B, labels), target label ids (B,)."""
+        steps = targets < self.ops
+        self.loss += F.cross_entropy(logits[steps], targets[steps], reduction="sum").item()
+        self.correct += (logits[steps, :self.ops].argmax(-1) == targets[steps]).sum().item()
+        self.total += int(steps.sum())
+        if logits.shape[1] > self.ops:
+            self.rejected += (logits[~steps].argmax(-1) == self.ops).sum().item()
+            self.negatives += int((~steps).sum())
+
+    def figures(self) -> dict[str, float]:
+        """The accumulated figures."""
+        out = {"accuracy": self.correct / max(1, self.total),
+               "loss": self.loss / max(1, self.total), "groups": self.total}
+        if self.negatives:
+            out["reject_accuracy"] = self.rejected / self.negatives
+        return out
 
 
 class ExtractorTask(Task):
@@ -794,19 +821,25 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
 
 
 def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec, names: Sequence[str],
-               augment_copies: int = 0, seed: int = 0) -> dict[str, Task]:
+               augment_copies: int = 0, seed: int = 0,
+               pair_classifier: bool = False) -> dict[str, Task]:
     """Read and encode the supervision files of the requested specialists (train records
-    with ``augment_copies`` number-resampled copies each)."""
+    with ``augment_copies`` number-resampled copies each); ``pair_classifier``: the
+    classifier is an encoder reading one text pair per group."""
     from .augment import augment
+    from .pair_classifier import PairClassifierTask, pair_items
 
     tasks: dict[str, Task] = {}
     for name in names:
         records = read_jsonl(data / f"{name}.jsonl")
         records += augment(records, augment_copies, seed)
-        encode = {"segmenter": segmenter_items, "classifier": classifier_items,
-                  "extractor": extractor_items}[name]
-        cls = {"segmenter": SegmenterTask, "classifier": ClassifierTask,
-               "extractor": ExtractorTask}[name]
+        encode: Callable[..., list[Any]] = {
+            "segmenter": segmenter_items, "classifier": classifier_items,
+            "extractor": extractor_items}[name]
+        cls: type[Task] = {"segmenter": SegmenterTask, "classifier": ClassifierTask,
+                           "extractor": ExtractorTask}[name]
+        if name == "classifier" and pair_classifier:
+            encode, cls = pair_items, PairClassifierTask
         tasks[name] = cls(encode(records, "train", vocab, spec),
                           encode(records, "dev", vocab, spec), vocab, spec)
     return tasks
@@ -817,10 +850,13 @@ def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
     """A freshly initialised specialist (seeded)."""
     torch.manual_seed(seed)
     tokens = vocab.token_ids
-    if name == "segmenter" and config.segmenter_init:
-        return encoder_segmenter(Path(config.segmenter_init), spec.segmenter_labels)
+    encoder = config.encoder_init(name)
+    if name == "segmenter" and encoder is not None:
+        return encoder_segmenter(encoder, spec.segmenter_labels)
     if name == "segmenter":
         return build_segmenter(config.size, tokens, spec.segmenter_labels)
+    if name == "classifier" and encoder is not None:
+        return encoder_classifier(encoder, classifier_labels(spec, reject))
     if name == "classifier":
         return build_classifier(config.size, tokens, classifier_labels(spec, reject))
     return build_extractor(config.size, tokens, spec.max_new_tokens)
@@ -857,25 +893,25 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     vocab = Vocab.load(tokenizer_path, spec)
     if vocab.pad != 0:
         raise ValueError(f"tokenizer: <pad> must be id 0, got {vocab.pad}")
-    encoder = Path(config.segmenter_init) if config.segmenter_init else None
-    vocabs = {name: vocab for name in config.models}
-    if encoder is not None and "segmenter" in vocabs:
-        vocabs["segmenter"] = Vocab.for_encoder(encoder)
+    names = ("segmenter", "classifier", "extractor")
+    encoders = {n: config.encoder_init(n) for n in names if config.encoder_init(n)}
+    vocabs = {name: vocab for name in names}
+    vocabs.update({name: Vocab.for_encoder(folder) for name, folder in encoders.items()})
     tasks = {}
     for name in config.models:
-        tasks.update(load_tasks(data, vocabs[name], spec, [name], config.augment, config.seed))
+        tasks.update(load_tasks(data, vocabs[name], spec, [name], config.augment, config.seed,
+                                pair_classifier="classifier" in encoders))
     for name, task in tasks.items():
         log(f"[{name}] {len(task.train)} train / {len(task.dev)} dev items")
 
-    names = ("segmenter", "classifier", "extractor")
-    built = [build_model(n, config, vocabs.get(n, vocab), spec, 0) for n in names]
+    built = [build_model(n, config, vocabs[n], spec, 0) for n in names]
     params = {n: parameter_count(m) for n, m in zip(names, built, strict=True)}
     # a pretrained encoder ships int8 (embeddings included): count it at 1 byte per weight
-    total_bytes = export_bytes(built[1:] if encoder else built) + (
-        params["segmenter"] if encoder else 0)
+    total_bytes = export_bytes([m for n, m in zip(names, built, strict=True)
+                                if n not in encoders]) + sum(params[n] for n in encoders)
     del built
     log(f"models: {params} parameters, {total_bytes / 2**20:.1f} MiB together "
-        f"({'the encoder at int8, the others ' if encoder else ''}fp32) on {device}")
+        f"({'the encoders at int8, the others ' if encoders else ''}fp32) on {device}")
     if total_bytes >= MAX_EXPORT_BYTES:
         raise ValueError(f"models too large: {total_bytes} bytes >= {MAX_EXPORT_BYTES}")
 
@@ -917,8 +953,8 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
         if name not in tasks:
             continue
         task = tasks[name]
-        reject = isinstance(task, ClassifierTask) and task.reject
-        pretrained = name == "segmenter" and encoder is not None
+        reject = bool(getattr(task, "reject", False))
+        pretrained = name in encoders
         model = build_model(name, config, vocabs[name], spec, config.seed * 1000 + offset, reject)
         if backbone is not None and not pretrained:
             load_backbone(model, backbone)
@@ -943,7 +979,8 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
             log(f"[extractor] greedy generate on {check['generate_rows']} dev rows: "
                 f"exact match {check['generate_exact_match']:.4f}")
         save_model(result.model, out / name,
-                   (encoder / "tokenizer.json").read_bytes() if pretrained else tokenizer_json)
+                   (encoders[name] / "tokenizer.json").read_bytes() if pretrained
+                   else tokenizer_json)
         report["models"][name] = entry
         log(f"[{name}] best epoch {result.best_epoch}: {task.metric} "
             f"{result.best[task.metric]:.4f}, {result.seconds:.0f} s")
