@@ -147,6 +147,22 @@ def test_fit_starts_the_classifier_from_the_encoder(encoder: Path, tmp_path: Pat
     assert len(entry["epochs"]) == 2
 
 
+def test_a_classifier_can_keep_the_first_layers_of_its_encoder(encoder: Path,
+                                                              tmp_path: Path) -> None:
+    from mycelium.train.models import encoder_classifier
+
+    model = encoder_classifier(encoder, OPERATIONS, layers=1)
+    assert len(model.bert.encoder.layer) == 1 and model.config.num_hidden_layers == 1
+    model.save_pretrained(tmp_path / "short", safe_serialization=True)
+    again = BertForSequenceClassification.from_pretrained(tmp_path / "short")
+    assert len(again.bert.encoder.layer) == 1
+    full = BertModel.from_pretrained(encoder)
+    assert torch.equal(again.bert.encoder.layer[0].output.dense.weight,
+                       full.encoder.layer[0].output.dense.weight)  # the first layer kept
+    with pytest.raises(ValueError, match="classifier layers 3: the encoder has 2"):
+        encoder_classifier(encoder, OPERATIONS, layers=3)
+
+
 def test_group_pair_marks_the_group_in_the_text() -> None:
     templates = SolverSpec().templates
     spans = [(8, 9), (26, 28)]

@@ -50,6 +50,10 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      help="Start the classifier from this pretrained encoder folder: it then "
                           "reads one text pair per span group (the problem with the group "
                           "marked, the group's spans); no shared prefix cache."),
+        click.option("--classifier-layers", default=0, show_default=True,
+                     type=click.IntRange(0),
+                     help="Keep only the first N layers of the --classifier-init encoder "
+                          "(0 = all): a cheaper classifier."),
         click.option("--init-lr", default=5e-5, show_default=True,
                      type=click.FloatRange(0, 1, min_open=True),
                      help="Peak learning rate of a specialist started from a pretrained "

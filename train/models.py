@@ -136,18 +136,27 @@ def encoder_segmenter(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
     )
 
 
-def encoder_classifier(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
-    """C2 started from a pretrained encoder: its weights, a new sequence-classification
-    head over ``labels`` (the operations, and the reject label when learned)."""
+def encoder_classifier(folder: Path, labels: tuple[str, ...], layers: int = 0) -> PreTrainedModel:
+    """C2 started from a pretrained encoder: its weights, a sequence-classification head
+    over ``labels`` (the operations, and the reject label when learned; kept when the
+    folder is already such a classifier). ``layers``: keep only the first N encoder
+    layers (a cheaper classifier, one pass per group at serve time); 0 keeps all."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
+    model = AutoModelForSequenceClassification.from_pretrained(
         folder,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
         use_safetensors=True,
     )
+    if layers:
+        stack = model.base_model.encoder.layer
+        if not 0 < layers <= len(stack):
+            raise ValueError(f"classifier layers {layers}: the encoder has {len(stack)}")
+        model.base_model.encoder.layer = stack[:layers]
+        model.config.num_hidden_layers = layers
+    return model
 
 
 def build_pretrain_lm(size: BackboneSize | str, tokens: TokenIds) -> Qwen2ForCausalLM:

@@ -98,6 +98,7 @@ class FitConfig:
     # the same for the classifier: it then reads one text pair per group (pair_classifier.py),
     # ``packed_batch_size`` pairs per step
     classifier_init: str | None = None
+    classifier_layers: int = 0  # keep only the encoder classifier's first N layers (0 = all)
     init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
 
     def encoder_init(self, name: str) -> Path | None:
@@ -856,7 +857,8 @@ def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
     if name == "segmenter":
         return build_segmenter(config.size, tokens, spec.segmenter_labels)
     if name == "classifier" and encoder is not None:
-        return encoder_classifier(encoder, classifier_labels(spec, reject))
+        return encoder_classifier(encoder, classifier_labels(spec, reject),
+                                  config.classifier_layers)
     if name == "classifier":
         return build_classifier(config.size, tokens, classifier_labels(spec, reject))
     return build_extractor(config.size, tokens, spec.max_new_tokens)
