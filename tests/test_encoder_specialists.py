@@ -109,42 +109,31 @@ def mixed_exports(tmp_path_factory: pytest.TempPathFactory, mixed_checkpoint: Pa
     return export
 
 
-def test_fit_starts_the_segmenter_from_the_encoder(encoder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["segmenter", "classifier"])
+def test_fit_starts_a_specialist_from_the_encoder(encoder: Path, tmp_path: Path,
+                                                  role: str) -> None:
     data = write_data(tmp_path / "data")
-    config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, warmup_steps=2,
-                         models=("segmenter",), segmenter_init=str(encoder), init_lr=1e-3)
+    config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, packed_batch_size=8,
+                         warmup_steps=2, models=(role,), init_lr=1e-3,
+                         **{f"{role}_init": str(encoder)})
     report = T.fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
-    folder = tmp_path / "ckpt" / "segmenter"
-    model = BertForTokenClassification.from_pretrained(folder)
-    assert model.config.id2label == dict(enumerate(SEGMENTER_LABELS))
-    # the encoder's own tokenizer travels with the segmenter, not the data's BPE
+    folder = tmp_path / "ckpt" / role
+    cls, labels = {"segmenter": (BertForTokenClassification, SEGMENTER_LABELS),
+                   "classifier": (BertForSequenceClassification, OPERATIONS)}[role]
+    model = cls.from_pretrained(folder)
+    assert model.config.id2label == dict(enumerate(labels))
+    # the encoder's own tokenizer travels with the specialist, not the data's BPE
     assert (folder / "tokenizer.json").read_bytes() == (encoder / "tokenizer.json").read_bytes()
     start = BertModel.from_pretrained(encoder).embeddings.word_embeddings.weight
     trained = model.bert.embeddings.word_embeddings.weight
     assert trained.shape == start.shape and not torch.equal(trained, start)
-    assert report["parameters"]["segmenter"] == sum(p.numel() for p in model.parameters())
-    assert len(report["models"]["segmenter"]["epochs"]) == 2
-
-
-def test_fit_starts_the_classifier_from_the_encoder(encoder: Path, tmp_path: Path) -> None:
-    data = write_data(tmp_path / "data")
-    config = T.FitConfig(size="tiny", epochs=2, minutes=0, packed_batch_size=8,
-                         warmup_steps=2, models=("classifier",), classifier_init=str(encoder),
-                         init_lr=1e-3)
-    report = T.fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
-    folder = tmp_path / "ckpt" / "classifier"
-    model = BertForSequenceClassification.from_pretrained(folder)
-    assert model.config.id2label == dict(enumerate(OPERATIONS))
-    assert (folder / "tokenizer.json").read_bytes() == (encoder / "tokenizer.json").read_bytes()
-    start = BertModel.from_pretrained(encoder).embeddings.word_embeddings.weight
-    trained = model.bert.embeddings.word_embeddings.weight
-    assert trained.shape == start.shape and not torch.equal(trained, start)
-    # one pair per group: every classifier record of the train split is an item
-    records = [json.loads(line) for line in (data / "classifier.jsonl").open()]
-    entry = report["models"]["classifier"]
-    assert entry["train_items"] == sum(r["split"] == "train" for r in records)
-    assert entry["best_dev"]["groups"] == sum(r["split"] == "dev" for r in records)
+    assert report["parameters"][role] == sum(p.numel() for p in model.parameters())
+    entry = report["models"][role]
     assert len(entry["epochs"]) == 2
+    if role == "classifier":  # one pair per group: every train step record is an item
+        records = [json.loads(line) for line in (data / "classifier.jsonl").open()]
+        assert entry["train_items"] == sum(r["split"] == "train" for r in records)
+        assert entry["best_dev"]["groups"] == sum(r["split"] == "dev" for r in records)
 
 
 def test_a_classifier_can_keep_the_first_layers_of_its_encoder(encoder: Path,
