@@ -157,7 +157,7 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
         problems.append(f"position_embedding_type {config.get('position_embedding_type')!r} "
                         "is not supported (absolute)")
     if config.get("is_decoder"):
-        problems.append("is_decoder is not supported (an encoder serves as an encoder)")
+        problems.append("is_decoder is not supported (an encoder is served without a KV cache)")
     return problems
 
 
