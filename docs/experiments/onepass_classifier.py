@@ -7,7 +7,8 @@ spans' token vectors] (a learned vector for a span-free group) by a small MLP: t
 serving cost of one encoder pass per problem instead of one per group.
 
 Measured on 2 CPU cores (data v6, 1,127 dev steps): dev operation accuracy 0.652 after
-one epoch, 0.681 after two (882 s), against 0.643 and 0.680 for the pair classifier.
+one epoch, 0.681 after two (882 s); with EPOCHS=3, 0.658, 0.688, 0.696 (1,184 s), against
+0.643, 0.680, 0.697 for the pair classifier.
 
     python docs/experiments/onepass_classifier.py [EPOCHS]   # from the repository root
 """
