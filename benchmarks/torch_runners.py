@@ -33,7 +33,7 @@ from mycelium.runtime.models import (
 )
 from mycelium.runtime.sessions import choose_provider
 from mycelium.runtime.solver import Solver
-from mycelium.runtime.tokenization import EncodedPair, pad_batch
+from mycelium.runtime.tokenization import EncodedPair, pad_batch, pair_feed
 
 from .provenance import check_exported_from
 
@@ -71,12 +71,9 @@ class TorchEncoderClassifierRunner(EncoderClassifierRunner):
 
     def logits(self, rows: list[EncodedPair]) -> np.ndarray:
         """Label logits (B, L) of the encoded pairs."""
-        ids, mask = pad_batch([row.ids for row in rows], self.pad_id, left=False)
-        types, _ = pad_batch([row.type_ids for row in rows], 0, left=False)
+        feed = pair_feed(rows, self.pad_id)
         with torch.inference_mode():
-            logits = self.model(input_ids=torch.from_numpy(ids),
-                                attention_mask=torch.from_numpy(mask),
-                                token_type_ids=torch.from_numpy(types)).logits
+            logits = self.model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
         return logits.float().numpy()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .manifest import ModelSpec
-from .tokenization import EncodedPair, pad_batch
+from .tokenization import EncodedPair, pad_batch, pair_feed
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -62,11 +62,7 @@ class EncoderClassifierRunner:
 
     def logits(self, rows: list[EncodedPair]) -> np.ndarray:
         """Label logits (B, L) of the encoded pairs."""
-        ids, mask = pad_batch([row.ids for row in rows], self.pad_id, left=False)
-        types, _ = pad_batch([row.type_ids for row in rows], 0, left=False)
-        (logits,) = self.session.run(
-            ["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        )
+        (logits,) = self.session.run(["logits"], pair_feed(rows, self.pad_id))
         return logits
 
 

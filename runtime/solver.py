@@ -261,11 +261,9 @@ class Solver:
         per row (``group_pair``), run in length-sorted chunks."""
         assert isinstance(self.classifier, EncoderClassifierRunner)
         with _Timer(self.stats, "tokenize"):
-            pairs = [
-                group_pair(self.spec.templates, questions[p],
-                           [(span.start, span.end) for span in spans[p]], items)
-                for p, items in rows
-            ]
+            bounds = [[(span.start, span.end) for span in s] for s in spans]
+            pairs = [group_pair(self.spec.templates, questions[p], bounds[p], items)
+                     for p, items in rows]
             encoded = self.tokenizers["classifier"].encode_pairs(
                 pairs, self.spec.max_problem_tokens, self.spec.max_suffix_tokens)
         out = np.zeros((len(rows), len(self.operations)), dtype=np.float32)

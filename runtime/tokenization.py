@@ -84,6 +84,14 @@ class TextTokenizer:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def pair_feed(rows: list[EncodedPair], pad_id: int) -> dict[str, np.ndarray]:
+    """An encoder classifier's inputs for encoded pairs: right-padded ids, mask and
+    token type ids (padding is segment 0), each (B, T) int64."""
+    ids, mask = pad_batch([row.ids for row in rows], pad_id, left=False)
+    types, _ = pad_batch([row.type_ids for row in rows], 0, left=False)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
 def pad_batch(
     sequences: list[list[int]], pad_id: int, *, left: bool
 ) -> tuple[np.ndarray, np.ndarray]:

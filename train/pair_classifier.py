@@ -18,17 +18,15 @@ import torch.nn.functional as F
 
 from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.templates import group_pair
-from mycelium.runtime.tokenization import encode_pairs
+from mycelium.runtime.tokenization import EncodedPair, encode_pairs, pair_feed
 
-from .trainer import OperationTally, Task, Vocab, classifier_labels, eval_batches
+from .trainer import OperationTally, Task, Vocab, _to, classifier_labels, eval_batches
 
 
 @dataclass
-class PairItem:
+class PairItem(EncodedPair):
     """One span group as an encoder reads it, and its operation label."""
 
-    ids: list[int]
-    type_ids: list[int]
     label: int
 
     def __len__(self) -> int:
@@ -56,19 +54,11 @@ def pair_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
 
 
 def collate_pairs(items: list[PairItem], pad: int) -> dict[str, torch.Tensor]:
-    """Right-padded ids, mask, token types and labels."""
-    width = max(len(item) for item in items)
-    ids = torch.full((len(items), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    types = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        n = len(item)
-        ids[row, :n] = torch.tensor(item.ids)
-        mask[row, :n] = 1
-        types[row, :n] = torch.tensor(item.type_ids)
-    labels = torch.tensor([item.label for item in items], dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-            "targets": labels}
+    """The runtime's inputs (``pair_feed``: right-padded ids, mask, token types) and the
+    labels."""
+    batch = {k: torch.from_numpy(v) for k, v in pair_feed(items, pad).items()}
+    batch["targets"] = torch.tensor([item.label for item in items], dtype=torch.long)
+    return batch
 
 
 def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -101,7 +91,6 @@ class PairClassifierTask(Task):
         model.eval()
         tally = OperationTally(len(self.spec.operations))
         for idx in eval_batches([len(x) for x in self.dev], max(batch_size, 64)):
-            batch = {k: v.to(device) for k, v in
-                     self.collate([self.dev[i] for i in idx]).items()}
+            batch = _to(self.collate([self.dev[i] for i in idx]), device)
             tally.add(_logits(model, batch), batch["targets"])
         return tally.figures()

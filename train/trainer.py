@@ -896,7 +896,7 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     if vocab.pad != 0:
         raise ValueError(f"tokenizer: <pad> must be id 0, got {vocab.pad}")
     names = ("segmenter", "classifier", "extractor")
-    encoders = {n: config.encoder_init(n) for n in names if config.encoder_init(n)}
+    encoders = {n: folder for n in names if (folder := config.encoder_init(n)) is not None}
     vocabs = {name: vocab for name in names}
     vocabs.update({name: Vocab.for_encoder(folder) for name, folder in encoders.items()})
     tasks = {}
