@@ -8,6 +8,7 @@ Benchmark-only: the serving runtime never imports this module (nor torch).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,19 @@ from mycelium.runtime.models import (
     DecoderState,
     EncoderClassifierRunner,
     SegmenterRunner,
+    SpanGroupClassifierRunner,
     extend,
     log_softmax,
 )
 from mycelium.runtime.sessions import choose_provider
-from mycelium.runtime.solver import Solver
-from mycelium.runtime.tokenization import EncodedPair, pad_batch, pair_feed
+from mycelium.runtime.solver import ClassifierRunner, Solver
+from mycelium.runtime.tokenization import (
+    EncodedPair,
+    GroupedProblem,
+    group_feed,
+    pad_batch,
+    pair_feed,
+)
 
 from .provenance import check_exported_from
 
@@ -75,6 +83,33 @@ class TorchEncoderClassifierRunner(EncoderClassifierRunner):
         with torch.inference_mode():
             logits = self.model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
         return logits.float().numpy()
+
+
+class TorchSpanGroupClassifierRunner(SpanGroupClassifierRunner):
+    """C2 as an encoder reading each problem once, on PyTorch eager."""
+
+    def __init__(self, model: PreTrainedModel, pad_id: int):
+        self.model = model
+        self.pad_id = pad_id
+
+    def logits(self, rows: list[GroupedProblem]) -> np.ndarray:
+        """Label logits (B, G, L) of each row's group slots."""
+        feed = group_feed(rows, self.pad_id)
+        with torch.inference_mode():
+            logits = self.model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
+        return logits.float().numpy()
+
+
+def _model_class(name: str, folder: Path) -> type:
+    """The class that loads a role's checkpoint folder (the span-group classifier is
+    Mycelium's own; everything else a transformers auto class)."""
+    if name == "classifier":
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if "BertForSpanGroupClassification" in (config.get("architectures") or []):
+            from mycelium.train.span_group import BertForSpanGroupClassification
+
+            return BertForSpanGroupClassification
+    return MODEL_CLASSES[name]
 
 
 class TorchDecoderRunner(DecoderRunner):
@@ -148,16 +183,19 @@ def load_torch_solver(
     manifest = load_manifest(folder, verify=False)
     check_exported_from(checkpoint, manifest)
     models = {
-        name: cls.from_pretrained(checkpoint / name, dtype=dtype).eval()
-        for name, cls in MODEL_CLASSES.items()
+        name: _model_class(name, checkpoint / name).from_pretrained(
+            checkpoint / name, dtype=dtype).eval()
+        for name in MODEL_CLASSES
     }
     pad = {name: model.config.pad_token_id for name, model in models.items()}
     spec = manifest.models["classifier"]
-    classifier: EncoderClassifierRunner | DecoderRunner = (
-        TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])
-        if spec.kv_cache is None
-        else TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
-    )
+    classifier: ClassifierRunner
+    if spec.kv_cache is not None:
+        classifier = TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
+    elif "group_tokens" in {tensor.name for tensor in spec.inputs}:
+        classifier = TorchSpanGroupClassifierRunner(models["classifier"], pad["classifier"])
+    else:
+        classifier = TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])
     runners = (
         TorchSegmenterRunner(models["segmenter"], pad["segmenter"]),
         classifier,

@@ -20,6 +20,7 @@ from .errors import CheckpointError
 from .registry import ARCHITECTURES, ROLES, Architecture, Role, supported
 
 SPEC_NAME = "mycelium.json"
+SPAN_GROUP_CLASS = "BertForSpanGroupClassification"  # mycelium.train.span_group
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
@@ -44,11 +45,17 @@ class ModelCheckpoint:
     labels: tuple[str, ...] | None  # id -> label, classification heads only
     tokenizer: Path
     special_tokens: dict[str, int]  # mycelium.json name -> token id
+    class_name: str  # the model class config.json declares (one the role accepts)
 
     @property
     def name(self) -> str:
         """The role name (segmenter, classifier, extractor)."""
         return self.role.name
+
+    @property
+    def span_groups(self) -> bool:
+        """A classifier that reads each problem once and pools every span group."""
+        return self.class_name == SPAN_GROUP_CLASS
 
 
 @dataclass(frozen=True)
@@ -147,14 +154,20 @@ def _special_tokens(role: str, path: Path, spec: SolverSpec, vocab_size: int,
     return ids
 
 
-def _check_positions(role: str, positions: Any, path: Path, spec: SolverSpec) -> None:
+def _check_positions(role: str, positions: Any, path: Path, spec: SolverSpec,
+                     span_groups: bool = False) -> None:
     """An encoder's learned absolute positions must cover its longest input: the problem
-    (segmenter), or the problem, the group and the special tokens of a pair (classifier),
-    which its tokenizer's post-processor must then add."""
+    (segmenter), the problem framed by its special tokens (a ``span_groups`` classifier),
+    or the problem, the group and the special tokens of a pair (a pair classifier), which
+    its tokenizer's post-processor must then add."""
     from tokenizers import Tokenizer
 
     longest, what = spec.max_problem_tokens, "max_problem_tokens"
-    if role == "classifier":
+    if span_groups:
+        special = Tokenizer.from_file(str(path)).num_special_tokens_to_add(is_pair=False)
+        longest += special
+        what = f"max_problem_tokens + {special} special tokens"
+    elif role == "classifier":
         special = Tokenizer.from_file(str(path)).num_special_tokens_to_add(is_pair=True)
         if special == 0:
             raise CheckpointError(
@@ -191,12 +204,14 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
             f"{role.name}: architecture {model_type!r} cannot serve the {role.name} "
             f"(it serves: {', '.join(arch.classes)})"
         )
-    expected = arch.class_name(role.name)
+    expected = arch.class_names(role.name)
     declared = config.get("architectures") or []
-    if expected not in declared:
+    found = [name for name in expected if name in declared]
+    if not found:
         raise CheckpointError(
-            f"{role.name}: config.json architectures {declared} is not {expected} "
-            f"(the {role.name} needs a {role.head.removeprefix('For')} head)"
+            f"{role.name}: config.json architectures {declared} is not "
+            f"{' or '.join(expected)} (the {role.name} needs a "
+            f"{role.head.removeprefix('For')} head)"
         )
     problems = arch.check_config(config)
     if problems:
@@ -213,8 +228,9 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     special = _special_tokens(role.name, tokenizer, spec, int(config.get("vocab_size", 0)),
                               pad if isinstance(pad, int) else None, required)
     if not arch.cached(role.name):  # after _special_tokens: the tokenizer file reads
-        _check_positions(role.name, config.get("max_position_embeddings"), tokenizer, spec)
-    return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special)
+        _check_positions(role.name, config.get("max_position_embeddings"), tokenizer, spec,
+                         found[0] == SPAN_GROUP_CLASS)
+    return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special, found[0])
 
 
 def validate_checkpoint(root: str | Path) -> Checkpoint:
@@ -231,7 +247,7 @@ def load_model(model: ModelCheckpoint, dtype: Any = None) -> Any:
     """Load the Hugging Face model of one role: safetensors only, no remote code."""
     import torch
 
-    cls = model.architecture.classes[model.name]()
+    cls = model.architecture.model_class(model.name, model.class_name)
     try:
         hf = cls.from_pretrained(
             model.folder,

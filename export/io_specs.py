@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mycelium.runtime.manifest import ENCODER_CLASSIFIER_INPUTS, TensorSpec
+from mycelium.runtime.manifest import ENCODER_CLASSIFIER_INPUTS, SPAN_GROUP_INPUTS, TensorSpec
 
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past_seq", "total_seq"  # symbolic dimensions
+GROUPS = "groups"  # span-group slots per problem
 
 
 def past_name(layer: int, part: str) -> str:
@@ -68,6 +69,19 @@ def encoder_classifier_io(num_labels: int, dtype: str) -> GraphIO:
         inputs=tuple(TensorSpec(name, "int64", (BATCH, SEQ))
                      for name in ENCODER_CLASSIFIER_INPUTS),
         outputs=(TensorSpec("logits", dtype, (BATCH, num_labels)),),
+    )
+
+
+def span_group_io(num_labels: int, dtype: str) -> GraphIO:
+    """Every span group of a right-padded batch of problems: logits (B, G, L)."""
+    ids, mask, members = SPAN_GROUP_INPUTS
+    return GraphIO(
+        inputs=(
+            TensorSpec(ids, "int64", (BATCH, SEQ)),
+            TensorSpec(mask, "int64", (BATCH, SEQ)),
+            TensorSpec(members, "int64", (BATCH, GROUPS, SEQ)),
+        ),
+        outputs=(TensorSpec("logits", dtype, (BATCH, GROUPS, num_labels)),),
     )
 
 

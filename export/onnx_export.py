@@ -34,7 +34,8 @@ def sample_args(io: GraphIO, vocab_size: int, dtype: torch.dtype, batch: int = 2
                 seq: int = 3, past: int = 2) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing, in the order of ``io.inputs`` (sizes are dynamic)."""
     generator = torch.Generator().manual_seed(0)
-    sizes = {"batch": batch, "seq": seq, "past_seq": past, "total_seq": past + seq}
+    sizes = {"batch": batch, "seq": seq, "past_seq": past, "total_seq": past + seq,
+             "groups": 3}
     args = []
     for spec in io.inputs:
         shape = [sizes[dim] if isinstance(dim, str) else dim for dim in spec.shape]
@@ -46,6 +47,10 @@ def sample_args(io: GraphIO, vocab_size: int, dtype: torch.dtype, batch: int = 2
             args.append(mask)
         elif spec.name == "token_type_ids":  # a text pair: the second half is segment 1
             args.append((torch.arange(seq) >= seq // 2).long().expand(batch, seq).contiguous())
+        elif spec.name == "group_tokens":  # token membership, one span-free group
+            members = torch.randint(0, 2, shape, generator=generator)
+            members[:, -1] = 0
+            args.append(members)
         elif spec.name == "position_ids":
             args.append(torch.arange(past, past + seq).expand(batch, seq).contiguous())
         else:

@@ -21,7 +21,7 @@ from mycelium.runtime.spec import SolverSpec
 
 from .checkpoint import ModelCheckpoint, load_model, validate_checkpoint
 from .errors import ExportError, ParityError
-from .io_specs import GraphIO, decoder_io, encoder_classifier_io, segmenter_io
+from .io_specs import GraphIO, decoder_io, encoder_classifier_io, segmenter_io, span_group_io
 from .manifest_builder import build_manifest, model_spec
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
 from .output import Staging, check_destination
@@ -78,6 +78,8 @@ def graph_io(model: ModelCheckpoint, config: Any,
     """The graph I/O of a role, and its KV layout for decoders."""
     if not model.architecture.cached(model.name):
         labels = len(model.labels or ())
+        if model.span_groups:
+            return span_group_io(labels, dtype), None
         if model.name == "classifier":
             return encoder_classifier_io(labels, dtype), None
         return segmenter_io(labels, dtype), None
@@ -104,8 +106,8 @@ def _export_model(model: ModelCheckpoint, staging: Staging, precision: str, opse
         cached = model.architecture.cached(name)
         ref_pad = config.pad_token_id if config.pad_token_id is not None else pad_id
         steps = GREEDY_STEPS if name == "extractor" else 1
-        ref = reference(name, hf, sample_inputs(name, model.tokenizer, spec, cached),
-                        ref_pad, steps)
+        sample = sample_inputs(name, model.tokenizer, spec, cached, model.span_groups)
+        ref = reference(name, hf, sample, ref_pad, steps)
     dtype = TRACE_DTYPES[precision]
     io, kv = graph_io(model, config, dtype)
     torch_dtype = getattr(torch, dtype)

@@ -9,7 +9,10 @@ architecture is one decorated function; nothing else branches on the model type.
 
 Decoders (``qwen2``) serve every role. An encoder (``bert``: a pretrained English
 encoder fine-tuned as the segmenter or the classifier) serves the roles that write no
-tokens, as full-sequence graphs: the classifier then reads one text pair per group.
+tokens, as full-sequence graphs: the classifier then reads one text pair per group
+(``BertForSequenceClassification``) or each problem once, every group pooled from its
+spans' tokens (``BertForSpanGroupClassification``, mycelium.train.span_group). A role
+may accept several classes; config.json's ``architectures`` names the one it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .wrappers import (
     EncoderSequenceClassifierGraph,
     EncoderTokenClassifierGraph,
     LastPositionDecoderGraph,
+    SpanGroupClassifierGraph,
     TokenClassifierGraph,
 )
 
@@ -52,7 +56,7 @@ class Architecture:
     """How to load, check and wrap one ``model_type`` for every role."""
 
     model_type: str
-    classes: dict[str, Callable[[], type]]  # role -> HF model class (imported lazily)
+    classes: dict[str, tuple[Callable[[], type], ...]]  # role -> model classes (lazy imports)
     build_graph: Callable[..., nn.Module]  # (role, HF model, quantized=bool) -> traced module
     check_config: Callable[[dict[str, Any]], list[str]]  # raw config.json -> problems
     kv_layout: Callable[[Any], tuple[int, int, int]] | None  # decoders: (layers, kv heads, dim)
@@ -64,22 +68,34 @@ class Architecture:
         on a decoder); an encoder serves every role it can as a full-sequence graph."""
         return ROLES[role].decoder and self.kv_layout is not None
 
-    def class_name(self, role: str) -> str:
-        """The ``architectures`` entry expected in config.json for a role."""
-        return self.classes[role]().__name__
+    def class_names(self, role: str) -> tuple[str, ...]:
+        """The ``architectures`` entries config.json may declare for a role."""
+        return tuple(load().__name__ for load in self.classes[role])
+
+    def model_class(self, role: str, name: str) -> type:
+        """The class of a role named ``name`` (one of ``class_names(role)``)."""
+        for load in self.classes[role]:
+            cls = load()
+            if cls.__name__ == name:
+                return cls
+        raise KeyError(f"{self.model_type} {role}: no class {name!r}")
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register_architecture(model_type: str, classes: dict[str, Callable[[], type]],
+Classes = Callable[[], type] | tuple[Callable[[], type], ...]
+
+
+def register_architecture(model_type: str, classes: dict[str, Classes],
                           check_config: Callable[[dict[str, Any]], list[str]],
                           kv_layout: Callable[[Any], tuple[int, int, int]] | None = None,
                           int8_ops: tuple[str, ...] = ("MatMul",),
                           int8_per_channel: bool = False):
     """Decorator registering a graph builder ``(role, hf_model, quantized) -> nn.Module``;
-    ``classes`` names the roles the architecture serves (a generating role needs
-    ``kv_layout``: only a decoder with a KV cache writes tokens)."""
+    ``classes`` names the roles the architecture serves, each with its class or classes
+    (a generating role needs ``kv_layout``: only a decoder with a KV cache writes
+    tokens)."""
 
     def decorate(build_graph: Callable[..., nn.Module]):
         unknown = set(classes) - set(ROLES)
@@ -88,8 +104,9 @@ def register_architecture(model_type: str, classes: dict[str, Callable[[], type]
         if kv_layout is None and any(ROLES[role].generates for role in classes):
             raise ValueError(f"architecture {model_type!r} serves a generating role: "
                              "needs kv_layout")
+        loaders = {role: c if isinstance(c, tuple) else (c,) for role, c in classes.items()}
         ARCHITECTURES[model_type] = Architecture(
-            model_type, classes, build_graph, check_config, kv_layout, int8_ops,
+            model_type, loaders, build_graph, check_config, kv_layout, int8_ops,
             int8_per_channel,
         )
         return build_graph
@@ -109,6 +126,12 @@ def _hf_class(name: str) -> Callable[[], type]:
         return getattr(transformers, name)
 
     return load
+
+
+def _span_group_class() -> type:
+    from mycelium.train.span_group import BertForSpanGroupClassification
+
+    return BertForSpanGroupClassification
 
 
 def _check_qwen2(config: dict[str, Any]) -> list[str]:
@@ -167,12 +190,14 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
 @register_architecture(
     "bert",
     classes={"segmenter": _hf_class("BertForTokenClassification"),
-             "classifier": _hf_class("BertForSequenceClassification")},
+             "classifier": (_hf_class("BertForSequenceClassification"), _span_group_class)},
     check_config=_check_bert,
     int8_ops=("MatMul", "Gather"),
     int8_per_channel=True,
 )
 def _bert_graph(role: str, model: nn.Module, quantized: bool = False) -> nn.Module:
+    if role == "classifier" and type(model).__name__ == "BertForSpanGroupClassification":
+        return SpanGroupClassifierGraph(model)
     if role == "classifier":
         return EncoderSequenceClassifierGraph(model)
     return EncoderTokenClassifierGraph(model)

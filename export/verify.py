@@ -1,12 +1,12 @@
 """Parity of the exported graphs (onnxruntime) with the Hugging Face models (PyTorch).
 
-The reference outputs are computed first, from the PyTorch model as the
-checkpoint defines it (right padding, full recomputation, no cache), so that
-the model can be freed before the ONNX session is opened. The graphs are then
-run the way the runtime runs them: the segmenter (and an encoder classifier, on text
-pairs) on a right-padded batch; the decoders on a left-padded batch, prefilled in one
-go (P = 0) and in two chunks (problem, then suffix, P > 0), then fed the reference's
-greedy tokens one step at a time with the KV cache.
+The reference outputs are computed first, from the PyTorch model as the checkpoint
+defines it (right padding, full recomputation, no cache), so that the model can be
+freed before the ONNX session is opened. The graphs are then run the way the runtime
+runs them: the segmenter (and an encoder classifier, on text pairs or on problems with
+their span groups) on a right-padded batch; the decoders on a left-padded batch,
+prefilled in one go (P = 0) and in two chunks (problem, then suffix, P > 0), then fed
+the reference's greedy tokens one step at a time with the KV cache.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Sample:
     inputs: list[list[int]]  # segmenter rows, encoder pairs, or decoder prompts
     splits: list[int] = field(default_factory=list)  # decoders: problem length per row
     type_ids: list[list[int]] | None = None  # encoder pairs: segment id per token
+    groups: list[list[list[int]]] | None = None  # span groups: token positions per group
 
 
 @dataclass
@@ -96,13 +97,19 @@ class Reference(Sample):
 
 
 def sample_inputs(role: str, tokenizer_path: Path, spec: SolverSpec,
-                  cached: bool = True) -> Sample:
-    """The samples of a role: problems (segmenter); (problem with the group marked, group)
-    pairs (encoder classifier); problem + suffix prompts split after the problem
+                  cached: bool = True, span_groups: bool = False) -> Sample:
+    """The samples of a role: problems (segmenter); framed problems and their span groups,
+    one of them span-free (a ``span_groups`` classifier); (problem with the group marked,
+    group) pairs (encoder classifier); problem + suffix prompts split after the problem
     (decoders, ``cached``)."""
     from tokenizers import Tokenizer
 
-    from mycelium.runtime.tokenization import encode_pairs
+    from mycelium.runtime.tokenization import (
+        encode_framed,
+        encode_pairs,
+        group_tokens,
+        span_tokens,
+    )
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
 
@@ -112,6 +119,14 @@ def sample_inputs(role: str, tokenizer_path: Path, spec: SolverSpec,
     problems = [encode(text, spec.max_problem_tokens) for text in PROBLEMS]
     if role == "segmenter":
         return Sample(problems, [len(p) for p in problems])
+    if role == "classifier" and span_groups:
+        framed = encode_framed(tokenizer, list(PROBLEMS), spec.max_problem_tokens)
+        groups = []
+        for text, group, enc in zip(PROBLEMS, GROUPS, framed, strict=True):
+            per_span = span_tokens(enc.offsets, _spans(text, group))
+            groups.append(group_tokens(per_span, [[0], list(range(len(group)))]))
+        groups[0].append([])  # a span-free group next to real ones
+        return Sample([e.ids for e in framed], groups=groups)
     if role == "classifier" and not cached:
         pairs = [group_pair(spec.templates, text, _spans(text, group), group)
                  for text, group in zip(PROBLEMS, GROUPS, strict=True)]
@@ -151,7 +166,8 @@ def reference(role: str, model: Any, sample: Sample, pad_id: int, steps: int) ->
     """Run the Hugging Face model (right padding, no cache) on the samples."""
     import torch
 
-    ref = Reference([list(r) for r in sample.inputs], list(sample.splits), sample.type_ids)
+    ref = Reference([list(r) for r in sample.inputs], list(sample.splits), sample.type_ids,
+                    sample.groups)
     rows = [list(r) for r in sample.inputs]
     with torch.no_grad():
         for _ in range(steps):
@@ -159,6 +175,9 @@ def reference(role: str, model: Any, sample: Sample, pad_id: int, steps: int) ->
             inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
             if sample.type_ids is not None:
                 inputs["token_type_ids"] = torch.from_numpy(_pad(sample.type_ids, 0, False)[0])
+            if sample.groups is not None:
+                feed = _group_feed(rows, sample.groups, pad_id)
+                inputs["group_tokens"] = torch.from_numpy(feed["group_tokens"])
             if role == "extractor":  # the lm_head only at each row's last real position
                 last = mask.sum(axis=1) - 1
                 keep = sorted(set(last.tolist()))
@@ -218,6 +237,20 @@ def _run_encoder_classifier(session: Any, ref: Reference, pad_id: int) -> tuple[
     return [logits], [ref.logits[0]]
 
 
+def _group_feed(rows: list[list[int]], groups: list[list[list[int]]],
+                pad_id: int) -> dict[str, np.ndarray]:
+    from mycelium.runtime.tokenization import GroupedProblem, group_feed
+
+    return group_feed([GroupedProblem(r, g) for r, g in zip(rows, groups, strict=True)], pad_id)
+
+
+def _run_span_group_classifier(session: Any, ref: Reference,
+                               pad_id: int) -> tuple[list, list]:
+    assert ref.groups is not None
+    (logits,) = session.run(["logits"], _group_feed(ref.inputs, ref.groups, pad_id))
+    return [logits], [ref.logits[0]]
+
+
 def _run_decoder(session: Any, io: GraphIO, dtype: Any, ref: Reference,
                  pad_id: int) -> tuple[list, list]:
     decoder = _Decoder(session, io, dtype)
@@ -255,6 +288,8 @@ def compare(role: str, precision: str, session: Any, provider: str, io: GraphIO,
             got, want, _ = _run_segmenter(session, ref, pad_id)
         elif ref.type_ids is not None:
             got, want = _run_encoder_classifier(session, ref, pad_id)
+        elif ref.groups is not None:
+            got, want = _run_span_group_classifier(session, ref, pad_id)
         else:
             got, want = _run_decoder(session, io, dtype, ref, pad_id)
     except (ValueError, RuntimeError) as exc:

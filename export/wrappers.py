@@ -167,6 +167,22 @@ class EncoderSequenceClassifierGraph(nn.Module):
                           token_type_ids=token_type_ids).logits
 
 
+class SpanGroupClassifierGraph(nn.Module):
+    """Classifier graph of an encoder reading each problem once:
+    (input_ids, attention_mask, group_tokens (B, G, T) 0/1) -> logits (B, G, L); right
+    padding; an all-zero group slot reads as a span-free group."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # BertForSpanGroupClassification (mycelium.train.span_group)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                group_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits per group slot."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          group_tokens=group_tokens).logits
+
+
 class LastPositionDecoderGraph(nn.Module):
     """Classifier/extractor graph: KV cache in and out, head on the last position only.
 

@@ -22,6 +22,9 @@ MANIFEST_NAME = "manifest.json"
 MODEL_NAMES = ("segmenter", "classifier", "extractor")
 # an encoder classifier reads a right-padded text pair: ids, mask and segment (type) ids
 ENCODER_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# an encoder classifier reading each problem once: ids and mask (B, T), and which tokens
+# belong to each span group (B, G, T)
+SPAN_GROUP_INPUTS = ("input_ids", "attention_mask", "group_tokens")
 
 
 @dataclass(frozen=True)
@@ -207,10 +210,12 @@ def parse_manifest(data: Any) -> Manifest:
         raise ArtifactsError("manifest: models.extractor.kv_cache is required")
     inputs = ", ".join(spec.name for spec in models["classifier"].inputs)
     encoder_inputs = ", ".join(ENCODER_CLASSIFIER_INPUTS)
-    if models["classifier"].kv_cache is None and inputs != encoder_inputs:
+    span_group_inputs = ", ".join(SPAN_GROUP_INPUTS)
+    if models["classifier"].kv_cache is None and inputs not in (encoder_inputs,
+                                                                span_group_inputs):
         raise ArtifactsError(
             "manifest: models.classifier needs a kv_cache (a decoder) or the inputs "
-            f"{encoder_inputs} (an encoder), got {inputs}"
+            f"{encoder_inputs} or {span_group_inputs} (an encoder), got {inputs}"
         )
     for name in ("segmenter", "classifier"):
         if not models[name].labels:

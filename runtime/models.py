@@ -1,10 +1,11 @@
 """Batched runners of the three exported specialists on onnxruntime.
 
 The segmenter reads right-padded problems; so does an encoder classifier (one text
-pair per span group). A decoder classifier and the extractor have a KV cache: each
-problem's text is prefilled once, its cache rows are gathered for every span group of
-that problem, and only the short group suffixes (and, for the extractor, the generated
-arguments) are computed per group.
+pair per span group, or each problem once with all its span groups). A decoder
+classifier and the extractor have a KV cache: each problem's text is prefilled once,
+its cache rows are gathered for every span group of that problem, and only the short
+group suffixes (and, for the extractor, the generated arguments) are computed per
+group.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .manifest import ModelSpec
-from .tokenization import EncodedPair, pad_batch, pair_feed
+from .tokenization import EncodedPair, GroupedProblem, group_feed, pad_batch, pair_feed
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -63,6 +64,21 @@ class EncoderClassifierRunner:
     def logits(self, rows: list[EncodedPair]) -> np.ndarray:
         """Label logits (B, L) of the encoded pairs."""
         (logits,) = self.session.run(["logits"], pair_feed(rows, self.pad_id))
+        return logits
+
+
+class SpanGroupClassifierRunner:
+    """C2 as an encoder reading each problem once: every span group of a problem is
+    classified from that one pass (its spans' token vectors pooled)."""
+
+    def __init__(self, session: ort.InferenceSession, pad_id: int):
+        self.session = session
+        self.pad_id = pad_id
+
+    def logits(self, rows: list[GroupedProblem]) -> np.ndarray:
+        """Label logits (B, G, L) of each row's group slots (G: the most groups of a row;
+        a row's slots past its own groups are padding)."""
+        (logits,) = self.session.run(["logits"], group_feed(rows, self.pad_id))
         return logits
 
 

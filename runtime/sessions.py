@@ -49,24 +49,30 @@ class ShapeLimits:
     new_tokens: int  # tokens fed after the prefix: group suffix plus generated arguments
     opt_rows: int = 16
     opt_tokens: int = 64
+    group_slots: int = 64  # span-group slots per row of a span-group classifier
+    opt_groups: int = 12
 
 
 def shape_profiles(model: ModelSpec, limits: ShapeLimits) -> dict[str, str]:
     """TensorRT's explicit min/opt/max shape profiles of one graph, from its manifest entry.
 
     The manifest's symbolic dims are ``batch``, ``seq`` (fed tokens), ``past_seq`` (cached
-    tokens) and ``total_seq``; the cache is empty (length 0) when a problem is prefilled.
+    tokens), ``total_seq`` and ``groups`` (span groups per problem); the cache is empty
+    (length 0) when a problem is prefilled.
     """
     longest_past = limits.problem_tokens + limits.new_tokens
-    # an encoder classifier reads a pair: the problem, then the group and special tokens
-    pair = "token_type_ids" in {tensor.name for tensor in model.inputs}
-    longest_fed = longest_past if pair else limits.problem_tokens
+    # an encoder classifier reads a pair (the problem, then the group and special tokens)
+    # or the problem framed by special tokens, with its span groups
+    names = {tensor.name for tensor in model.inputs}
+    framed = bool(names & {"token_type_ids", "group_tokens"})
+    longest_fed = longest_past if framed else limits.problem_tokens
     dims = {
-        "min": {"batch": 1, "seq": 1, "past_seq": 0, "total_seq": 1},
+        "min": {"batch": 1, "seq": 1, "past_seq": 0, "total_seq": 1, "groups": 1},
         "opt": {"batch": limits.opt_rows, "seq": 8, "past_seq": limits.opt_tokens,
-                "total_seq": limits.opt_tokens + 8},
+                "total_seq": limits.opt_tokens + 8, "groups": limits.opt_groups},
         "max": {"batch": limits.rows, "seq": longest_fed, "past_seq": longest_past,
-                "total_seq": longest_past + limits.problem_tokens},
+                "total_seq": longest_past + limits.problem_tokens,
+                "groups": limits.group_slots},
     }
     out = {}
     for level, table in dims.items():

@@ -26,6 +26,7 @@ from .models import (
     DecoderState,
     EncoderClassifierRunner,
     SegmenterRunner,
+    SpanGroupClassifierRunner,
     log_softmax,
 )
 from .ranking import best_first
@@ -42,18 +43,21 @@ from .sessions import (
 )
 from .spec import REJECT, SolverSpec, override_search
 from .templates import classifier_suffix, extractor_suffix, group_pair, marked_problem
-from .tokenization import TextTokenizer
+from .tokenization import GroupedProblem, TextTokenizer, group_tokens, span_tokens
 from .verifier import CandidateInfo, candidate_features, with_pool_features
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
 ENCODER_ROWS_PER_CALL = 64  # encoder classifier rows per call (length-sorted: little padding)
+GROUP_SLOTS = 64  # span groups per row of a span-group classifier (more: the problem repeats)
+GROUP_CELLS_PER_CALL = 2**17  # rows x group slots x tokens per span-group classifier call
 KV_BUDGET_BYTES = 512 * 2**20  # cache bytes per decoder call (a 0.5B shape gets fewer rows)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 
 
-Runners = tuple[SegmenterRunner, DecoderRunner | EncoderClassifierRunner, DecoderRunner]
+ClassifierRunner = DecoderRunner | EncoderClassifierRunner | SpanGroupClassifierRunner
+Runners = tuple[SegmenterRunner, ClassifierRunner, DecoderRunner]
 
 
 @dataclass
@@ -144,6 +148,7 @@ class Solver:
             rows=MAX_ROWS_PER_CALL,
             problem_tokens=self.spec.max_problem_tokens,
             new_tokens=self.spec.max_suffix_tokens + self.spec.max_new_tokens,
+            group_slots=GROUP_SLOTS,
         )
         sessions = {}
         for name, model in self.manifest.models.items():
@@ -154,12 +159,17 @@ class Solver:
             path = safe_member(self.folder, model.file)
             sessions[name] = make_session(path, self.provider, threads, tensorrt)
         models = self.manifest.models
-        classifier: DecoderRunner | EncoderClassifierRunner = (
-            EncoderClassifierRunner(sessions["classifier"], self.pad_ids["classifier"])
-            if models["classifier"].kv_cache is None
-            else DecoderRunner(sessions["classifier"], models["classifier"],
-                               self.pad_ids["classifier"], device)
-        )
+        inputs = {tensor.name for tensor in models["classifier"].inputs}
+        classifier: ClassifierRunner
+        if models["classifier"].kv_cache is not None:
+            classifier = DecoderRunner(sessions["classifier"], models["classifier"],
+                                       self.pad_ids["classifier"], device)
+        elif "group_tokens" in inputs:
+            classifier = SpanGroupClassifierRunner(sessions["classifier"],
+                                                   self.pad_ids["classifier"])
+        else:
+            classifier = EncoderClassifierRunner(sessions["classifier"],
+                                                 self.pad_ids["classifier"])
         return (
             SegmenterRunner(sessions["segmenter"], self.pad_ids["segmenter"]),
             classifier,
@@ -275,6 +285,46 @@ class Solver:
             out[chunk] = log_softmax(self.classifier.logits(batch))
         return out
 
+    def _classify_groups(
+        self, questions: list[str], spans: list[list[Span]],
+        rows: list[tuple[int, list[tuple[int, str]]]],
+    ) -> np.ndarray:
+        """Operation log-probabilities (R, ops) from a span-group classifier: each problem
+        read once (framed by its special tokens) with all its groups (at most GROUP_SLOTS
+        per row), rows in length order, chunked to GROUP_CELLS_PER_CALL."""
+        assert isinstance(self.classifier, SpanGroupClassifierRunner)
+        with _Timer(self.stats, "tokenize"):
+            encoded = self.tokenizers["classifier"].encode_framed(
+                questions, self.spec.max_problem_tokens)
+            per_span = [span_tokens(enc.offsets, [(s.start, s.end) for s in problem])
+                        for enc, problem in zip(encoded, spans, strict=True)]
+        by_problem: dict[int, list[int]] = defaultdict(list)
+        for index, (p, _) in enumerate(rows):
+            by_problem[p].append(index)
+        feeds: list[tuple[GroupedProblem, list[int]]] = []  # a row and its groups' indices
+        for p, indices in by_problem.items():
+            for start in range(0, len(indices), GROUP_SLOTS):
+                part = indices[start:start + GROUP_SLOTS]
+                members = group_tokens(per_span[p], [[i for i, _ in rows[r][1]] for r in part])
+                feeds.append((GroupedProblem(encoded[p].ids, members), part))
+        feeds.sort(key=lambda feed: len(feed[0].ids))
+        out = np.zeros((len(rows), len(self.operations)), dtype=np.float32)
+        start = 0
+        while start < len(feeds):
+            end, slots = start + 1, len(feeds[start][1])
+            while end < len(feeds):  # grow while the padded call stays in budget
+                slots = max(slots, len(feeds[end][1]))
+                if (end + 1 - start) * slots * len(feeds[end][0].ids) > GROUP_CELLS_PER_CALL:
+                    break
+                end += 1
+            chunk = feeds[start:end]
+            self.stats.tokens["classifier"] += sum(len(row.ids) for row, _ in chunk)
+            logits = log_softmax(self.classifier.logits([row for row, _ in chunk]))
+            for b, (_, part) in enumerate(chunk):
+                out[part] = logits[b, :len(part)]
+            start = end
+        return out
+
     def _extract(
         self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
     ) -> list[list[tuple[str, float]]]:
@@ -349,7 +399,9 @@ class Solver:
                 for q, s in zip(questions, spans, strict=True)
             ]
         with _Timer(self.stats, "classify"):
-            if isinstance(self.classifier, EncoderClassifierRunner):
+            if isinstance(self.classifier, SpanGroupClassifierRunner):
+                op_scores = self._classify_groups(questions, spans, class_rows)
+            elif isinstance(self.classifier, EncoderClassifierRunner):
                 op_scores = self._classify_pairs(questions, spans, class_rows)
             else:
                 op_scores = self._classify(prefixes, class_rows)

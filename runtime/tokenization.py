@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -27,6 +28,12 @@ class EncodedPair:
     type_ids: list[int]
 
 
+def _unpadded(encoding: Any) -> int:
+    """Tokens before the padding a tokenizer.json's own padding setting adds (the
+    runtime's tokenizers pad nothing; a tokenizer read as shipped may)."""
+    return int(sum(encoding.attention_mask))
+
+
 def encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]], first_tokens: int,
                  second_tokens: int) -> list[EncodedPair]:
     """Encode ``(a, b)`` pairs the way the tokenizer's post-processor joins two segments
@@ -39,11 +46,60 @@ def encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]], first_token
     seconds = tokenizer.encode_batch([b for _, b in pairs], add_special_tokens=False)
     out = []
     for first, second in zip(firsts, seconds, strict=True):
-        first.truncate(first_tokens)
-        second.truncate(second_tokens)
+        first.truncate(min(first_tokens, _unpadded(first)))
+        second.truncate(min(second_tokens, _unpadded(second)))
         joined = tokenizer.post_process(first, second, add_special_tokens=True)
-        out.append(EncodedPair(list(joined.ids), list(joined.type_ids)))
+        n = _unpadded(joined)
+        out.append(EncodedPair(list(joined.ids[:n]), list(joined.type_ids[:n])))
     return out
+
+
+def encode_framed(tokenizer: Tokenizer, texts: list[str], max_tokens: int) -> list[Encoded]:
+    """Encode texts one per sequence the way the tokenizer's post-processor frames a
+    single text (e.g. ``[CLS] text [SEP]``), the text cut to ``max_tokens`` first; a
+    special token's offsets are (0, 0). A span-group classifier reads problems so."""
+    out = []
+    for enc in tokenizer.encode_batch(texts, add_special_tokens=False):
+        enc.truncate(min(max_tokens, _unpadded(enc)))
+        framed = tokenizer.post_process(enc, None, add_special_tokens=True)
+        n = _unpadded(framed)
+        offsets = [(0, 0) if special else offset for offset, special
+                   in zip(framed.offsets[:n], framed.special_tokens_mask[:n], strict=True)]
+        out.append(Encoded(list(framed.ids[:n]), offsets))
+    return out
+
+
+def span_tokens(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[list[int]]:
+    """The token positions each character span ``(start, end)`` overlaps (special and empty
+    tokens never do)."""
+    return [[t for t, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+            for start, end in spans]
+
+
+def group_tokens(per_span: list[list[int]], groups: list[list[int]]) -> list[list[int]]:
+    """The sorted token positions of each group of span indices (``span_tokens`` rows)."""
+    return [sorted({t for index in group for t in per_span[index]}) for group in groups]
+
+
+@dataclass
+class GroupedProblem:
+    """A framed problem's token ids and, per span group, the positions of its spans."""
+
+    ids: list[int]
+    groups: list[list[int]]
+
+
+def group_feed(rows: list[GroupedProblem], pad_id: int) -> dict[str, np.ndarray]:
+    """A span-group classifier's inputs: right-padded ids and mask (B, T), and
+    ``group_tokens`` (B, G, T) int64, 1 where a token belongs to a group (a padded or
+    span-free group is all zeros)."""
+    ids, mask = pad_batch([row.ids for row in rows], pad_id, left=False)
+    width = max((len(row.groups) for row in rows), default=0)
+    members = np.zeros((len(rows), max(width, 1), ids.shape[1]), dtype=np.int64)
+    for b, row in enumerate(rows):
+        for g, positions in enumerate(row.groups):
+            members[b, g, positions] = 1
+    return {"input_ids": ids, "attention_mask": mask, "group_tokens": members}
 
 
 class TextTokenizer:
@@ -78,6 +134,10 @@ class TextTokenizer:
                      second_tokens: int) -> list[EncodedPair]:
         """Text pairs with this tokenizer's special tokens (see :func:`encode_pairs`)."""
         return encode_pairs(self._tokenizer, pairs, first_tokens, second_tokens)
+
+    def encode_framed(self, texts: list[str], max_tokens: int) -> list[Encoded]:
+        """Texts with this tokenizer's special tokens (see :func:`encode_framed`)."""
+        return encode_framed(self._tokenizer, texts, max_tokens)
 
     def decode(self, ids: list[int]) -> str:
         """Text of ids, special tokens skipped."""

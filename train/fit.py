@@ -50,6 +50,15 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      help="Start the classifier from this pretrained encoder folder: it then "
                           "reads one text pair per span group (the problem with the group "
                           "marked, the group's spans); no shared prefix cache."),
+        click.option("--packed-batch-size", default=16, show_default=True,
+                     type=click.IntRange(1),
+                     help="Problems per step for the classifier and the extractor (text "
+                          "pairs per step for a pair classifier)."),
+        click.option("--classifier-head", default="pair", show_default=True,
+                     type=click.Choice(["pair", "span-groups"]),
+                     help="How the --classifier-init encoder reads a group: one text pair "
+                          "per group (pair), or each problem once with every group pooled "
+                          "from its spans' tokens (span-groups: a tenth of the compute)."),
         click.option("--classifier-layers", default=0, show_default=True,
                      type=click.IntRange(0),
                      help="Keep only the first N layers of the --classifier-init encoder "

@@ -99,6 +99,9 @@ class FitConfig:
     # ``packed_batch_size`` pairs per step
     classifier_init: str | None = None
     classifier_layers: int = 0  # keep only the encoder classifier's first N layers (0 = all)
+    # how an encoder classifier reads a group: "pair" (one pass per group, pair_classifier.py)
+    # or "span-groups" (one pass per problem, span_group.py)
+    classifier_head: str = "pair"
     init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
 
     def encoder_init(self, name: str) -> Path | None:
@@ -703,18 +706,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(model: torch.nn.Module, config: FitConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+def _optimizer(model: torch.nn.Module, config: FitConfig,
+               peak_lr: float | None = None) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; each group records its ``peak_lr`` (default
+    ``config.lr``): a fresh head on a pretrained encoder (``model.head_parameters()``)
+    peaks at ``config.lr``."""
+    peak_lr = config.lr if peak_lr is None else peak_lr
+    head = getattr(model, "head_parameters", None)
+    fresh = {id(p) for p in head()} if head is not None else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     seen: set[int] = set()
     for param in model.parameters():
         if id(param) in seen or not param.requires_grad:
             continue
         seen.add(id(param))
-        (decay if param.ndim >= 2 else no_decay).append(param)
+        groups.setdefault((param.ndim >= 2, id(param) in fresh), []).append(param)
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-8,
+        [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+          "peak_lr": config.lr if is_head else peak_lr}
+         for (decay, is_head), params in groups.items()],
+        lr=peak_lr, betas=(0.9, 0.98), eps=1e-8,
     )
 
 
@@ -749,7 +760,7 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
     model.to(device)
     decoder = hasattr(model, "model")  # the residual dropout hooks are Qwen2's
     hooks = add_dropout(model, config.dropout) if config.dropout > 0 and decoder else []
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, config, peak_lr)
     rng = random.Random(config.seed)
     lengths = [len(x) for x in task.train]
     steps_per_epoch = math.ceil(len(task.train) / batch_size)
@@ -774,7 +785,7 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
             factor = lr_factor(step, total, warmup, elapsed / budget if budget > 0 else 0.0,
                                config.min_lr_ratio)
             for group in optimizer.param_groups:
-                group["lr"] = peak_lr * factor
+                group["lr"] = group["peak_lr"] * factor
             batch = _to(task.collate([task.train[i] for i in idx]), device)
             loss = task.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -823,12 +834,14 @@ def train_task(task: Task, model: torch.nn.Module, config: FitConfig, device: to
 
 def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec, names: Sequence[str],
                augment_copies: int = 0, seed: int = 0,
-               pair_classifier: bool = False) -> dict[str, Task]:
+               encoder_classifier: str | None = None) -> dict[str, Task]:
     """Read and encode the supervision files of the requested specialists (train records
-    with ``augment_copies`` number-resampled copies each); ``pair_classifier``: the
-    classifier is an encoder reading one text pair per group."""
+    with ``augment_copies`` number-resampled copies each); ``encoder_classifier``: the
+    classifier is an encoder reading one text pair per group ("pair") or each problem once
+    ("span-groups")."""
     from .augment import augment
     from .pair_classifier import PairClassifierTask, pair_items
+    from .span_group import SpanGroupClassifierTask, span_group_items
 
     tasks: dict[str, Task] = {}
     for name in names:
@@ -839,8 +852,13 @@ def load_tasks(data: Path, vocab: Vocab, spec: SolverSpec, names: Sequence[str],
             "extractor": extractor_items}[name]
         cls: type[Task] = {"segmenter": SegmenterTask, "classifier": ClassifierTask,
                            "extractor": ExtractorTask}[name]
-        if name == "classifier" and pair_classifier:
+        if name == "classifier" and encoder_classifier == "pair":
             encode, cls = pair_items, PairClassifierTask
+        elif name == "classifier" and encoder_classifier == "span-groups":
+            encode, cls = span_group_items, SpanGroupClassifierTask
+        elif name == "classifier" and encoder_classifier is not None:
+            raise ValueError(f"unknown classifier head {encoder_classifier!r} "
+                             "(pair, span-groups)")
         tasks[name] = cls(encode(records, "train", vocab, spec),
                           encode(records, "dev", vocab, spec), vocab, spec)
     return tasks
@@ -856,6 +874,12 @@ def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
         return encoder_segmenter(encoder, spec.segmenter_labels)
     if name == "segmenter":
         return build_segmenter(config.size, tokens, spec.segmenter_labels)
+    if name == "classifier" and encoder is not None and config.classifier_head == "span-groups":
+        from .span_group import span_group_classifier
+
+        if config.classifier_layers:
+            raise ValueError("--classifier-layers applies to the pair classifier only")
+        return span_group_classifier(encoder, classifier_labels(spec, reject))
     if name == "classifier" and encoder is not None:
         return encoder_classifier(encoder, classifier_labels(spec, reject),
                                   config.classifier_layers)
@@ -902,7 +926,8 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     tasks = {}
     for name in config.models:
         tasks.update(load_tasks(data, vocabs[name], spec, [name], config.augment, config.seed,
-                                pair_classifier="classifier" in encoders))
+                                encoder_classifier=config.classifier_head
+                                if "classifier" in encoders else None))
     for name, task in tasks.items():
         log(f"[{name}] {len(task.train)} train / {len(task.dev)} dev items")
 
