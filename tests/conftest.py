@@ -21,11 +21,64 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint("tiny", tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 
 
-def _export(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, precision: str):
+def _export(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, precision: str,
+            stem: str = "art"):
     from mycelium.export import export_checkpoint
 
-    out = tmp_path_factory.mktemp(f"art_{precision}") / "artifacts"
+    out = tmp_path_factory.mktemp(f"{stem}_{precision}") / "artifacts"
     return export_checkpoint(checkpoint, out, precision=precision, log=lambda _text: None)
+
+
+def exports_once(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, stem: str):
+    """A function precision -> ExportReport of ``checkpoint``, each precision exported
+    once."""
+    reports = {}
+
+    def export(precision: str):
+        if precision not in reports:
+            reports[precision] = _export(tmp_path_factory, checkpoint, precision, stem)
+        return reports[precision]
+
+    return export
+
+
+def wordpiece(folder: Path):
+    """An uncased WordPiece tokenizer with BERT's single and pair post-processor, saved as
+    folder/tokenizer.json: specials, characters, their ## forms, a few words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,?!$%'-"
+    words = ["tom", "has", "apples", "and", "buys", "more", "how", "many", "groups", "##s"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
+             *words]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(dict.fromkeys(vocab))},
+                                           unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 'pretrained' BERT folder: config.json, model.safetensors, tokenizer.json (no
+    weights are downloaded)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("encoder")
+    tokenizer = wordpiece(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=512, pad_token_id=0)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -19,16 +19,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 
+from conftest import exports_once  # noqa: E402
 from test_train_models import write_data  # noqa: E402
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 from transformers import (  # noqa: E402
-    BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
 )
 
-from mycelium.export import export_checkpoint  # noqa: E402
 from mycelium.export.checkpoint import validate_checkpoint  # noqa: E402
 from mycelium.export.errors import CheckpointError  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
@@ -43,37 +42,6 @@ from mycelium.runtime.tokenization import Encoded, EncodedPair  # noqa: E402
 from mycelium.train import trainer as T  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 15 more. How many apples?"
-
-
-def _wordpiece(folder: Path) -> Tokenizer:
-    """An uncased WordPiece tokenizer: specials, characters, their ## forms, a few words."""
-    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,?!$%'-"
-    words = ["tom", "has", "apples", "and", "buys", "more", "how", "many", "groups", "##s"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
-             *words]
-    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(dict.fromkeys(vocab))},
-                                           unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny 'pretrained' BERT folder: config.json, model.safetensors, tokenizer.json."""
-    folder = tmp_path_factory.mktemp("encoder")
-    tokenizer = _wordpiece(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
-                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=512, pad_token_id=0)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +65,7 @@ def mixed_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: 
 @pytest.fixture(scope="module")
 def mixed_exports(tmp_path_factory: pytest.TempPathFactory, mixed_checkpoint: Path):
     """ExportReport of the mixed checkpoint per precision, each exported once."""
-    reports = {}
-
-    def export(precision: str):
-        if precision not in reports:
-            out = tmp_path_factory.mktemp(f"mixed_{precision}") / "art"
-            reports[precision] = export_checkpoint(mixed_checkpoint, out, precision=precision,
-                                                   log=lambda _text: None)
-        return reports[precision]
-
-    return export
+    return exports_once(tmp_path_factory, mixed_checkpoint, "mixed")
 
 
 @pytest.mark.parametrize("role", ["segmenter", "classifier"])

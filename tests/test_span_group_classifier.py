@@ -1,7 +1,7 @@
 """The span-group classifier: an encoder reads each problem once and classifies every
 span group from its spans' pooled token vectors. Inputs, model, train, export, serve.
 
-The "pretrained" encoder is the tiny random BERT of test_encoder_specialists.py.
+The "pretrained" encoder is the tiny random BERT of conftest.py.
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 
-from test_encoder_specialists import _wordpiece  # noqa: E402
+from conftest import exports_once  # noqa: E402
 from test_train_models import write_data  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
-from transformers import BertConfig, BertModel  # noqa: E402
+from transformers import BertModel  # noqa: E402
 
-from mycelium.export import export_checkpoint  # noqa: E402
 from mycelium.export.checkpoint import validate_checkpoint  # noqa: E402
 from mycelium.export.errors import CheckpointError  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
 from mycelium.runtime import solver as solver_module  # noqa: E402
-from mycelium.runtime.manifest import load_manifest, parse_manifest  # noqa: E402
 from mycelium.runtime.errors import ArtifactsError  # noqa: E402
+from mycelium.runtime.manifest import load_manifest, parse_manifest  # noqa: E402
 from mycelium.runtime.results import Span  # noqa: E402
 from mycelium.runtime.sessions import ShapeLimits, shape_profiles  # noqa: E402
 from mycelium.runtime.spec import OPERATIONS  # noqa: E402
@@ -51,19 +50,6 @@ from mycelium.train.span_group import (  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 15 more. How many apples?"
 SPANS = [(8, 9), (26, 28)]
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny 'pretrained' BERT folder: config.json, model.safetensors, tokenizer.json."""
-    folder = tmp_path_factory.mktemp("encoder")
-    tokenizer = _wordpiece(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
-                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=512, pad_token_id=0)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +81,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
     """ExportReport per precision, each exported once."""
-    reports = {}
-
-    def export(precision: str):
-        if precision not in reports:
-            out = tmp_path_factory.mktemp(f"span_groups_{precision}") / "art"
-            reports[precision] = export_checkpoint(checkpoint, out, precision=precision,
-                                                   log=lambda _text: None)
-        return reports[precision]
-
-    return export
+    return exports_once(tmp_path_factory, checkpoint, "span_groups")
 
 
 def _torch_logits(model: BertForSpanGroupClassification,

@@ -122,18 +122,24 @@ def build_extractor(size: BackboneSize | str, tokens: TokenIds,
     return model
 
 
-def encoder_segmenter(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
-    """C1 started from a pretrained encoder (e.g. all-MiniLM-L6-v2): its weights, a new
-    token-classification head over ``labels``."""
-    from transformers import AutoModelForTokenClassification
-
-    return AutoModelForTokenClassification.from_pretrained(
+def from_encoder(cls: type, folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    """``cls`` (a classification model class) from a pretrained encoder folder: its
+    weights, a head over ``labels`` (kept when the folder already holds that head)."""
+    return cls.from_pretrained(
         folder,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
         use_safetensors=True,
     )
+
+
+def encoder_segmenter(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    """C1 started from a pretrained encoder (e.g. all-MiniLM-L6-v2): its weights, a new
+    token-classification head over ``labels``."""
+    from transformers import AutoModelForTokenClassification
+
+    return from_encoder(AutoModelForTokenClassification, folder, labels)
 
 
 def encoder_classifier(folder: Path, labels: tuple[str, ...], layers: int = 0) -> PreTrainedModel:
@@ -143,13 +149,7 @@ def encoder_classifier(folder: Path, labels: tuple[str, ...], layers: int = 0) -
     layers (a cheaper classifier, one pass per group at serve time); 0 keeps all."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        use_safetensors=True,
-    )
+    model = from_encoder(AutoModelForSequenceClassification, folder, labels)
     if layers:
         stack = model.base_model.encoder.layer
         if not 0 < layers <= len(stack):

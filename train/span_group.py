@@ -30,6 +30,7 @@ from mycelium.runtime.tokenization import (
     span_tokens,
 )
 
+from .models import from_encoder
 from .trainer import OperationTally, Task, Vocab, _to, classifier_labels, eval_batches
 
 IGNORE = -100  # the label of a padded group slot
@@ -78,13 +79,7 @@ class BertForSpanGroupClassification(BertPreTrainedModel):
 def span_group_classifier(folder: Path, labels: tuple[str, ...]) -> BertForSpanGroupClassification:
     """C2 started from a pretrained encoder folder (its encoder weights; a fresh head over
     ``labels``, kept when the folder is already such a classifier)."""
-    return BertForSpanGroupClassification.from_pretrained(
-        folder,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        use_safetensors=True,
-    )
+    return from_encoder(BertForSpanGroupClassification, folder, labels)
 
 
 @dataclass
