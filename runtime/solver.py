@@ -525,6 +525,21 @@ class Solver:
             trace=debug,
         )
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` highest columns, best first (ties: the lower column first), without
+    sorting the whole row (a vocabulary-wide argsort costs more than the decoder call)."""
+    k = min(k, scores.shape[1])
+    if k == scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")
+    part = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+    values = np.take_along_axis(scores, part, axis=1)
+    out = np.take_along_axis(part, np.argsort(-values, axis=1, kind="stable"), axis=1)
+    tied = (scores >= values.min(axis=1, keepdims=True)).sum(axis=1) > k  # a tie at the cut
+    if tied.any():
+        out[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
+    return out
+
+
 def branch_first_token(
     logits: np.ndarray, state: DecoderState, branches: int
 ) -> tuple[np.ndarray, DecoderState, np.ndarray]:
@@ -532,7 +547,7 @@ def branch_first_token(
     r*branches ... r*branches + branches - 1, best first): logits that force each
     row's token, the repeated state, and the forced tokens' log-probabilities."""
     logprobs = log_softmax(logits)
-    top = np.argsort(-logprobs, axis=1, kind="stable")[:, :branches]
+    top = top_k(logprobs, branches)
     rows = np.repeat(np.arange(len(logits)), top.shape[1])
     tokens = top.reshape(-1)
     forced = np.full((len(rows), logits.shape[1]), -1e4, dtype=np.float32)

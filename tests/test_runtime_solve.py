@@ -16,7 +16,7 @@ from mycelium.runtime import Solver
 from mycelium.runtime.cli import main
 from mycelium.runtime.manifest import load_manifest
 from mycelium.runtime.models import DecoderState
-from mycelium.runtime.solver import branch_first_token, describe
+from mycelium.runtime.solver import branch_first_token, describe, top_k
 from mycelium.runtime.spec import SEGMENTER_LABELS
 
 
@@ -168,6 +168,17 @@ def test_branch_first_token_forces_each_rows_top_tokens() -> None:
     assert forced.argmax(axis=1).tolist() == [1, 2, 0, 2]  # best first, row by row
     assert np.allclose(np.exp(first), [0.6, 0.3, 0.5, 0.3])
     assert branched.past[0][:, :, 0, 0].tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 8])
+def test_top_k_is_a_stable_sorts_head_ties_included(k: int) -> None:
+    rng = np.random.default_rng(k)
+    scores = rng.normal(size=(6, 6)).astype(np.float32)
+    scores[0] = 0.0  # all tied
+    scores[1, 4] = scores[1, 2] = scores[1].max() + 1  # tied best
+    scores[2, 5] = scores[2, 1]  # a tie somewhere
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert top_k(scores, k).tolist() == expected.tolist()
 
 
 def test_arg_readings_give_more_readings_per_group(artifacts: Path) -> None:
