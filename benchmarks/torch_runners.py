@@ -8,21 +8,19 @@ Benchmark-only: the serving runtime never imports this module (nor torch).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     DynamicCache,
     PreTrainedModel,
     Qwen2ForCausalLM,
     Qwen2ForSequenceClassification,
 )
 
+from mycelium.export.checkpoint import validate_checkpoint
 from mycelium.runtime.manifest import ModelSpec, load_manifest
 from mycelium.runtime.models import (
     DecoderRunner,
@@ -44,12 +42,6 @@ from mycelium.runtime.tokenization import (
 )
 
 from .provenance import check_exported_from
-
-MODEL_CLASSES = {
-    "segmenter": AutoModelForTokenClassification,  # Qwen2, or a pretrained encoder (BERT)
-    "classifier": AutoModelForSequenceClassification,  # Qwen2 decoder, or an encoder
-    "extractor": Qwen2ForCausalLM,
-}
 
 
 class TorchSegmenterRunner(SegmenterRunner):
@@ -98,18 +90,6 @@ class TorchSpanGroupClassifierRunner(SpanGroupClassifierRunner):
         with torch.inference_mode():
             logits = self.model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
         return logits.float().numpy()
-
-
-def _model_class(name: str, folder: Path) -> type:
-    """The class that loads a role's checkpoint folder (the span-group classifier is
-    Mycelium's own; everything else a transformers auto class)."""
-    if name == "classifier":
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        if "BertForSpanGroupClassification" in (config.get("architectures") or []):
-            from mycelium.train.span_group import BertForSpanGroupClassification
-
-            return BertForSpanGroupClassification
-    return MODEL_CLASSES[name]
 
 
 class TorchDecoderRunner(DecoderRunner):
@@ -182,17 +162,18 @@ def load_torch_solver(
     checkpoint, folder = Path(checkpoint), Path(artifacts)
     manifest = load_manifest(folder, verify=False)
     check_exported_from(checkpoint, manifest)
+    roles = validate_checkpoint(checkpoint).models  # the class each config.json declares
     models = {
-        name: _model_class(name, checkpoint / name).from_pretrained(
-            checkpoint / name, dtype=dtype).eval()
-        for name in MODEL_CLASSES
+        name: role.architecture.model_class(name, role.class_name).from_pretrained(
+            role.folder, dtype=dtype).eval()
+        for name, role in roles.items()
     }
     pad = {name: model.config.pad_token_id for name, model in models.items()}
     spec = manifest.models["classifier"]
     classifier: ClassifierRunner
     if spec.kv_cache is not None:
         classifier = TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
-    elif "group_tokens" in {tensor.name for tensor in spec.inputs}:
+    elif spec.reads_span_groups:
         classifier = TorchSpanGroupClassifierRunner(models["classifier"], pad["classifier"])
     else:
         classifier = TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])

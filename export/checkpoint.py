@@ -17,10 +17,9 @@ from mycelium.runtime.errors import ArtifactsError
 from mycelium.runtime.spec import REJECT, SolverSpec
 
 from .errors import CheckpointError
-from .registry import ARCHITECTURES, ROLES, Architecture, Role, supported
+from .registry import ARCHITECTURES, ROLES, SPAN_GROUP_CLASS, Architecture, Role, supported
 
 SPEC_NAME = "mycelium.json"
-SPAN_GROUP_CLASS = "BertForSpanGroupClassification"  # mycelium.train.span_group
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")

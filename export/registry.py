@@ -128,6 +128,9 @@ def _hf_class(name: str) -> Callable[[], type]:
     return load
 
 
+SPAN_GROUP_CLASS = "BertForSpanGroupClassification"  # mycelium.train.span_group
+
+
 def _span_group_class() -> type:
     from mycelium.train.span_group import BertForSpanGroupClassification
 
@@ -196,7 +199,7 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
     int8_per_channel=True,
 )
 def _bert_graph(role: str, model: nn.Module, quantized: bool = False) -> nn.Module:
-    if role == "classifier" and type(model).__name__ == "BertForSpanGroupClassification":
+    if role == "classifier" and type(model).__name__ == SPAN_GROUP_CLASS:
         return SpanGroupClassifierGraph(model)
     if role == "classifier":
         return EncoderSequenceClassifierGraph(model)

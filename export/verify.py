@@ -19,6 +19,7 @@ import numpy as np
 
 from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.templates import classifier_suffix, extractor_suffix, group_pair
+from mycelium.runtime.tokenization import GroupedProblem, group_feed
 
 from .io_specs import GraphIO
 
@@ -239,8 +240,6 @@ def _run_encoder_classifier(session: Any, ref: Reference, pad_id: int) -> tuple[
 
 def _group_feed(rows: list[list[int]], groups: list[list[list[int]]],
                 pad_id: int) -> dict[str, np.ndarray]:
-    from mycelium.runtime.tokenization import GroupedProblem, group_feed
-
     return group_feed([GroupedProblem(r, g) for r, g in zip(rows, groups, strict=True)], pad_id)
 
 

@@ -62,6 +62,11 @@ class ModelSpec:
     special_tokens: dict[str, int] = field(default_factory=dict)  # name -> id
     architecture: str = "qwen2"
 
+    @property
+    def reads_span_groups(self) -> bool:
+        """An encoder classifier that reads each problem once with its span groups."""
+        return "group_tokens" in {tensor.name for tensor in self.inputs}
+
     def files(self) -> dict[str, str]:
         """Every file this model needs, mapped to its expected sha256."""
         return {self.file: self.sha256, self.tokenizer: self.tokenizer_sha256, **self.external_data}

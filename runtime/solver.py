@@ -159,12 +159,11 @@ class Solver:
             path = safe_member(self.folder, model.file)
             sessions[name] = make_session(path, self.provider, threads, tensorrt)
         models = self.manifest.models
-        inputs = {tensor.name for tensor in models["classifier"].inputs}
         classifier: ClassifierRunner
         if models["classifier"].kv_cache is not None:
             classifier = DecoderRunner(sessions["classifier"], models["classifier"],
                                        self.pad_ids["classifier"], device)
-        elif "group_tokens" in inputs:
+        elif models["classifier"].reads_span_groups:
             classifier = SpanGroupClassifierRunner(sessions["classifier"],
                                                    self.pad_ids["classifier"])
         else:
