@@ -18,6 +18,7 @@ import numpy as np
 from mycelium.runtime import search
 from mycelium.runtime.results import SolveResult, Span
 from mycelium.runtime.solver import Solver
+from mycelium.runtime.spec import group_breadth
 
 Progress = Callable[[str], None]
 SpanLists = Sequence[list[Span]]
@@ -108,17 +109,20 @@ def per_problem(tokens: dict[str, int], problems: int) -> dict[str, float]:
 
 def search_sizes(solver: Solver, results: Sequence[Any]) -> dict[str, float]:
     """Mean spans, unique span groups and extractor rows per problem (from the results)."""
-    spans = groups = 0
+    spans = groups = rows = 0
     for result in results:
         used = search.used_sets([span.used_prob for span in result.spans], solver.spec.search)
         spans += len(result.spans)
-        groups += len(search.unique_groups(used, solver.spec.search))
-    ops = max(1, min(solver.spec.search.ops_per_group, len(solver.operations)))
+        found = search.unique_groups(used, solver.spec.search)
+        groups += len(found)
+        for group in found:
+            ops, branches, _ = group_breadth(solver.spec.search, group)
+            rows += max(1, min(ops, len(solver.operations))) * branches
     count = max(1, len(results))
     return {
         "spans_per_problem": spans / count,
         "groups_per_problem": groups / count,
-        "extractor_rows_per_problem": groups * ops / count,
+        "extractor_rows_per_problem": rows / count,
     }
 
 

@@ -7,13 +7,24 @@ Programs are short lists of typed steps (see docs/ARCHITECTURE.md, "Programs");
 from .engine import execute
 from .limits import Limits
 from .numbers import format_fraction, parse_number
-from .program import DEFAULT_CONSTANTS, OPERATIONS, TEMPLATES, Arg, Program, Step
+from .program import (
+    COMMUTATIVE,
+    DEFAULT_CONSTANTS,
+    OPERATIONS,
+    TEMPLATES,
+    Arg,
+    Program,
+    Step,
+    canonical_args,
+)
 from .results import ExecutionError, ExecutionResult, StepTrace
 
 __all__ = [
+    "COMMUTATIVE",
     "DEFAULT_CONSTANTS",
     "OPERATIONS",
     "TEMPLATES",
+    "canonical_args",
     "Arg",
     "ExecutionError",
     "ExecutionResult",

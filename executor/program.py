@@ -15,7 +15,10 @@ DEFAULT_CONSTANTS: frozenset[Fraction] = frozenset(
     + [Fraction(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 24, 52, 60, 100, 365, 1000)]
 )
 
+COMMUTATIVE: frozenset[str] = frozenset({"ADD", "MUL"})  # argument order never matters
+
 ArgKind = Literal["quantity", "result", "constant", "template"]
+_KIND_RANK = {"quantity": 0, "result": 1, "constant": 2, "template": 3}
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,14 @@ class Step:
     def to_text(self) -> str:
         """Readable text of the step, e.g. ``ADD Q0 R1``."""
         return " ".join([self.op, *(arg.to_text() for arg in self.args)])
+
+
+def canonical_args(op: str, args: tuple[Arg, ...]) -> tuple[Arg, ...]:
+    """``args`` in one fixed order when ``op`` is commutative (quantities by index, then
+    results by distance, then constants by value); otherwise unchanged."""
+    if op not in COMMUTATIVE:
+        return args
+    return tuple(sorted(args, key=lambda a: (_KIND_RANK[a.kind], a.index or 0, a.value or 0)))
 
 
 Program = tuple[Step, ...]

@@ -26,10 +26,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mycelium.executor import format_fraction
+from mycelium.executor import canonical_args, format_fraction
 
 from .compare import compare_reports, wilson_interval
 from .errors import InputError
+from .grammar import parse_args
 from .quantities import parse_quantity
 from .records import parse_line
 from .results import SolveResult, Span
@@ -102,9 +103,19 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
         op, text = _best_reading(result, tuple(step.group))
         if op != step.op:
             return "wrong_operation"
-        if text != " ".join(step.args):
+        if not _same_arguments(step.op, text, step.args):
             return "wrong_arguments"
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
+
+
+def _same_arguments(op: str, text: str | None, gold: list[str]) -> bool:
+    """Whether the model's argument text is the gold step (any order for ADD and MUL)."""
+    if text is None:
+        return False
+    mine, theirs = parse_args(text), parse_args(" ".join(gold))
+    if mine is None or theirs is None:
+        return text == " ".join(gold)
+    return canonical_args(op, tuple(mine)) == canonical_args(op, tuple(theirs))
 
 
 def _used_flags(derivation: Any) -> list[bool]:

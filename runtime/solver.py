@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from mycelium.executor import Arg, ExecutionResult, Step, execute, format_fraction
+from mycelium.executor import (
+    Arg,
+    ExecutionResult,
+    Step,
+    canonical_args,
+    execute,
+    format_fraction,
+)
 from mycelium.executor.numbers import parse_number
 
 from . import search
@@ -41,7 +48,7 @@ from .sessions import (
     make_session,
     shape_profiles,
 )
-from .spec import REJECT, SolverSpec, override_search
+from .spec import REJECT, SolverSpec, group_breadth, override_search
 from .templates import classifier_suffix, extractor_suffix, group_pair, marked_problem
 from .tokenization import GroupedProblem, TextTokenizer, group_tokens, span_tokens
 from .verifier import CandidateInfo, candidate_features, with_pool_features
@@ -325,18 +332,20 @@ class Solver:
         return out
 
     def _extract(
-        self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]]
+        self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]],
+        branches: int,
     ) -> list[list[tuple[str, float]]]:
         """Argument texts and their log-probabilities per (problem, group, op) row:
-        ``search.arg_readings`` of them (the top first tokens, each continued greedily);
+        ``branches`` of them (the top first tokens, each continued greedily);
         ``prefixes`` as for ``_classify``."""
+        if not rows:
+            return []
         prefix, _ = self._prefix_states(self.extractor, "extractor", prefixes)
         suffixes = self._suffix_ids(
             "extractor",
             [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
         )
         decode = self.tokenizers["extractor"].decode
-        branches = self.spec.search.arg_readings
         out: list[list[tuple[str, float]]] = []
         step = self._rows_per_call(self.extractor, prefix, self.spec.max_new_tokens)
         step = max(1, step // branches)
@@ -406,31 +415,38 @@ class Solver:
                 op_scores = self._classify(prefixes, class_rows)
         with _Timer(self.stats, "search"):
             real = [i for i, op in enumerate(self.operations) if op != REJECT]
-            k = max(1, min(self.spec.search.ops_per_group, len(real)))
             choosable = np.full_like(op_scores, -np.inf)
             choosable[:, real] = op_scores[:, real]  # a rejected group keeps its low scores
-            top_ops = np.argsort(-choosable, axis=1)[:, :k]
+            ranked_ops = np.argsort(-choosable, axis=1)
             min_op_logprob = math.log(max(self.spec.search.min_op_prob, 1e-12))
-            extract_rows = []
-            row_keys = []
+            # rows grouped by their first-token branches (the tail group may read wider)
+            extract_rows: dict[int, list[tuple[int, list[tuple[int, str]], str]]] = {}
+            row_keys: dict[int, list[tuple[int, tuple[int, ...], str, float]]] = {}
             flat = 0
             for p in range(len(questions)):
                 for group in groups[p]:
-                    for rank, op_index in enumerate(top_ops[flat]):
+                    ops, branches, _ = group_breadth(self.spec.search, group)
+                    k = max(1, min(ops, len(real)))
+                    for rank, op_index in enumerate(ranked_ops[flat, :k]):
                         if rank and op_scores[flat, op_index] < min_op_logprob:
                             continue  # pruned by the classifier before the extractor runs
                         op = self.operations[op_index]
-                        extract_rows.append((p, class_rows[flat][1], op))
-                        row_keys.append((p, group, op, float(op_scores[flat, op_index])))
+                        extract_rows.setdefault(branches, []).append(
+                            (p, class_rows[flat][1], op))
+                        row_keys.setdefault(branches, []).append(
+                            (p, group, op, float(op_scores[flat, op_index])))
                     flat += 1
-        with _Timer(self.stats, "extract"):
-            extractions = self._extract(prefixes, extract_rows)
         variants: list[dict[tuple[int, ...], list[Variant]]] = [
             defaultdict(list) for _ in questions
         ]
-        for (p, group, op, op_lp), readings in zip(row_keys, extractions, strict=True):
-            for text, args_lp in readings:
-                variants[p][group].append(Variant(op, parse_args(text), op_lp + args_lp, text))
+        for branches, rows in extract_rows.items():
+            with _Timer(self.stats, "extract"):
+                extractions = self._extract(prefixes, rows, branches)
+            for (p, group, op, op_lp), readings in zip(row_keys[branches], extractions,
+                                                       strict=True):
+                for text, args_lp in readings:
+                    variants[p][group].append(
+                        Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
             results = [
                 self._choose(ids[p], spans[p], sets[p], variants[p], trace)
@@ -450,9 +466,9 @@ class Solver:
         spec = self.spec.search
         options: dict[tuple[int, ...], list[Variant]] = {}
         for group, found in variants.items():
-            parsed = sorted((v for v in found if v.args is not None), key=lambda v: -v.logprob)
+            parsed = distinct_readings(found)
             if parsed:
-                options[group] = parsed[: spec.readings_per_group]
+                options[group] = parsed[: group_breadth(spec, group)[2]]
         quantities = [span.value for span in spans]
         used_probs = [span.used_prob for span in spans]
         valid: list[Scored] = []
@@ -523,6 +539,20 @@ class Solver:
             spans=spans,
             trace=debug,
         )
+
+def distinct_readings(found: Iterable[Variant]) -> list[Variant]:
+    """The parsed readings, best first, one per program step: a reading that only reorders
+    a commutative operation's arguments (``MUL Q1 Q0`` after ``MUL Q0 Q1``) is dropped, so
+    it does not take the place of a reading with another value."""
+    seen: set[tuple[str, tuple[Arg, ...]]] = set()
+    out = []
+    for variant in sorted((v for v in found if v.args is not None), key=lambda v: -v.logprob):
+        key = (variant.op, canonical_args(variant.op, variant.args or ()))
+        if key not in seen:
+            seen.add(key)
+            out.append(variant)
+    return out
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Each row's ``k`` highest columns, best first (ties: the lower column first), without

@@ -76,6 +76,10 @@ class SearchSpec:
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
     arg_readings: int = 1  # per (group, operation): the extractor's top-k first tokens, each
     # continued greedily (k-best arguments; decode rows grow k-fold)
+    # the span-free (tail) group, one per problem, may be read more widely (0: as any group)
+    tail_ops: int = 0  # operations tried for it (0: ops_per_group)
+    tail_arg_readings: int = 0  # first-token branches per operation (0: arg_readings)
+    tail_readings: int = 0  # readings kept (0: readings_per_group)
     pool_temperature: float = 2.0  # the scorer pools exp(score / T) per answer (dev: 1.5-4 > 1)
     inversion_logprob: float = 0.0  # score per pair of chunks out of text order (dev: 0 best)
 
@@ -86,8 +90,22 @@ class SearchSpec:
         for name in ("ops_per_group", "max_group_size", "readings_per_group", "arg_readings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("tail_ops", "tail_arg_readings", "tail_readings"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (as any group) or more, "
+                                 f"got {getattr(self, name)}")
         if not self.pool_temperature > 0:
             raise ValueError(f"pool_temperature must be positive, got {self.pool_temperature}")
+
+
+def group_breadth(search: SearchSpec, group: tuple[int, ...]) -> tuple[int, int, int]:
+    """(operations tried, first-token branches per operation, readings kept) for a group:
+    the ``tail_*`` settings for the span-free group where set, else the general ones."""
+    if group:
+        return search.ops_per_group, search.arg_readings, search.readings_per_group
+    return (search.tail_ops or search.ops_per_group,
+            search.tail_arg_readings or search.arg_readings,
+            search.tail_readings or search.readings_per_group)
 
 
 def _parse_setting(key: str, text: str, current: Any) -> Any:

@@ -20,6 +20,7 @@ from mycelium.executor import (
     ExecutionResult,
     Limits,
     Step,
+    canonical_args,
     execute,
     format_fraction,
     parse_number,
@@ -41,6 +42,19 @@ def value_of(*steps: Step, quantities=(), **kwargs) -> Fraction:
 
 
 # --- exactness and folds ---------------------------------------------------------------
+
+
+def test_canonical_args_orders_commutative_steps_only():
+    mixed = (C(7), R(2), Q(3), R(1), Q(0))
+    assert canonical_args("MUL", mixed) == (Q(0), Q(3), R(1), R(2), C(7))
+    assert canonical_args("ADD", (C(12), C(Fraction(1, 2)))) == (C(Fraction(1, 2)), C(12))
+    assert canonical_args("SUB", mixed) == mixed and canonical_args("DIV", mixed) == mixed
+    quantities = [5, 7, 11, 13]
+    for op in ("ADD", "MUL"):  # same value in either order
+        step = Step(op, (R(1), Q(3), C(2)))
+        assert value_of(Step("ADD", (Q(1), Q(2))), Step(op, canonical_args(op, step.args)),
+                        quantities=quantities) == value_of(
+            Step("ADD", (Q(1), Q(2))), step, quantities=quantities)
 
 
 def test_tenths_add_exactly():

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mycelium.executor import Arg
 from mycelium.runtime import Solver
 from mycelium.runtime.cli import main
+from mycelium.runtime.grammar import parse_args
 from mycelium.runtime.manifest import load_manifest
 from mycelium.runtime.models import DecoderState
-from mycelium.runtime.solver import branch_first_token, describe, top_k
+from mycelium.runtime.solver import Variant, branch_first_token, describe, distinct_readings, top_k
 from mycelium.runtime.spec import SEGMENTER_LABELS
 
 
@@ -197,6 +199,38 @@ def test_arg_readings_give_more_readings_per_group(artifacts: Path) -> None:
                            and abs(v.logprob - variant.logprob) < 1e-3 for v in more)
 
 
+def test_reorderings_of_a_commutative_step_count_once() -> None:
+    """``MUL Q1 Q0`` after ``MUL Q0 Q1`` is the same step: it is dropped so that the next
+    reading with another value gets its place; ``SUB`` keeps both orders."""
+    found = [Variant(op, parse_args(text), lp, text) for op, text, lp in [
+        ("MUL", "Q1 Q0", -0.5), ("MUL", "Q0 Q1", -0.1), ("MUL", "Q0 R1", -0.9),
+        ("SUB", "Q0 Q1", -1.0), ("SUB", "Q1 Q0", -1.2), ("ADD", "Q9 +", -0.05)]]
+    kept = distinct_readings(found)
+    assert [(v.op, v.text) for v in kept] == [
+        ("MUL", "Q0 Q1"), ("MUL", "Q0 R1"), ("SUB", "Q0 Q1"), ("SUB", "Q1 Q0")]
+    assert kept[1].args == (Arg.quantity(0), Arg.result(1))
+
+
+def test_tail_settings_widen_only_the_span_free_group(artifacts: Path) -> None:
+    """``tail_ops``/``tail_arg_readings`` read the one span-free group per problem with more
+    operations and branches; every other group keeps the general settings and readings."""
+    questions = ["Tom has 3 apples and buys 4 more.", "Sam has 5 pens and 7 cups."]
+    base = Solver.load(artifacts=artifacts)
+    wide = Solver.load(artifacts=artifacts,
+                       search=("tail_ops=3", "tail_arg_readings=2", "tail_readings=6"))
+    search = base.spec.search
+    for a, b in zip(base.solve(questions, trace=True), wide.solve(questions, trace=True),
+                    strict=True):
+        for group, found in a.trace["variants"].items():
+            more = b.trace["variants"][group]
+            if group:
+                assert [(v.op, v.text) for v in more] == [(v.op, v.text) for v in found]
+            else:
+                assert len(found) == search.ops_per_group * search.arg_readings
+                assert len(more) == 3 * 2
+                assert {v.op for v in more} > {v.op for v in found}
+
+
 def _run(args: list[str], stdin: str | None = None):
     return CliRunner().invoke(main, args, input=stdin)
 
@@ -353,3 +387,13 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert summary["answer_scorer"] == "default"
     stages = {p["id"]: p["stage"] for p in json.loads(report.read_text())["problems"]}
     assert stages == {"right": "correct", "wrong-op": stage, "plain-gold": "correct"}
+
+
+def test_diagnose_reads_commutative_arguments_in_any_order() -> None:
+    from mycelium.runtime.diagnose import _same_arguments
+
+    assert _same_arguments("MUL", "R1 Q0", ["Q0", "R1"])
+    assert _same_arguments("ADD", " Q2  Q1 ", ["Q1", "Q2"])
+    assert not _same_arguments("SUB", "R1 Q0", ["Q0", "R1"])
+    assert not _same_arguments("MUL", "Q0 Q0", ["Q0", "R1"])
+    assert not _same_arguments("MUL", None, ["Q0"])

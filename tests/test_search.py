@@ -100,6 +100,16 @@ def test_references_ok_without_connectedness_only_checks_resolution() -> None:
     assert not search.references_ok([[2], []], connected=False)
 
 
+def test_group_breadth_reads_the_tail_group_with_its_own_settings() -> None:
+    from mycelium.runtime.spec import group_breadth
+
+    spec = SearchSpec(ops_per_group=2, arg_readings=2, readings_per_group=3)
+    assert group_breadth(spec, (0, 1)) == group_breadth(spec, ()) == (2, 2, 3)
+    wide = SearchSpec(ops_per_group=2, arg_readings=2, tail_ops=4, tail_arg_readings=3,
+                      tail_readings=8)
+    assert group_breadth(wide, (0,)) == (2, 2, 2) and group_breadth(wide, ()) == (4, 3, 8)
+
+
 def test_search_overrides_are_typed_and_checked() -> None:
     from mycelium.runtime.spec import override_search
 
@@ -108,6 +118,6 @@ def test_search_overrides_are_typed_and_checked() -> None:
     assert (spec.permute_chunks, spec.connected, spec.inversion_logprob) == (1, False, -2.5)
     assert spec.tail_templates == ("AVG",)
     for bad in (["nope=1"], ["permute_chunks"], ["permute_chunks=x"], ["connected=maybe"],
-                ["ops_per_group=0"]):
+                ["ops_per_group=0"], ["tail_ops=-1"]):
         with pytest.raises(ArtifactsError, match="--search"):
             override_search(SearchSpec(), bad)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mycelium.executor import execute
 from mycelium.runtime.spec import SEGMENTER_LABELS
-from mycelium.train.align import CONSTANTS, derive, to_executor
+from mycelium.train.align import CONSTANTS, canonical_order, derive, to_executor
 from mycelium.train.annotations import (
     AnnotationError,
     Leaf,
@@ -152,7 +152,21 @@ def test_reordering_to_chunks() -> None:
     d = derive(*SWAPPED)
     assert d.reachable
     assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "Q2 Q3", [2, 3]),
-                           ("ADD", "R2 R1", [])]
+                           ("ADD", "R1 R2", [])]  # "12+10": canonical order, see below
+
+
+def test_commutative_arguments_are_written_in_one_order() -> None:
+    """"5*3" and "3*5" are one step; targets carry no order noise for ADD and MUL, while
+    SUB and DIV keep the annotation's order."""
+    question = "Ann has 3 bags with 5 apples each. She eats 2. How many are left?"
+    forward = derive(question, "3*5=<<3*5=15>>15. 15-2=<<15-2=13>>13.\n#### 13")
+    backward = derive(question, "5*3=<<5*3=15>>15. 15-2=<<15-2=13>>13.\n#### 13")
+    assert _program(forward) == _program(backward) == [
+        ("MUL", "Q0 Q1", [0, 1]), ("SUB", "R1 Q2", [2])]
+    added = derive(question, "3*5=<<3*5=15>>15. 2+15=<<2+15=17>>17.\n#### 17")
+    assert _program(added)[-1] == ("ADD", "Q2 R1", [2])  # quantities, results, constants
+    assert canonical_order("SUB", ["R1", "Q2"]) == ["R1", "Q2"]
+    assert canonical_order("MUL", ["C7", "R1", "Q3", "Q0"]) == ["Q0", "Q3", "R1", "C7"]
 
 
 def test_several_span_free_steps_become_a_template() -> None:
@@ -219,7 +233,7 @@ def test_aligned_but_unreachable_keeps_its_gold_program() -> None:
     d = derive(*NONCONTIGUOUS)
     assert d.aligned and [s.text for s in d.spans] == ["15", "3", "4"]
     assert d.used == [True, True, True]
-    assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("ADD", "R1 Q1", [1])]
+    assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("ADD", "Q1 R1", [1])]
 
 
 def test_span_value_read_as_constant_only_when_allowed(text_order_only) -> None:
@@ -229,7 +243,7 @@ def test_span_value_read_as_constant_only_when_allowed(text_order_only) -> None:
     d = derive(*SPAN_CONSTANT, constant_for_span=True)
     assert d.reachable and d.span_as_constant and not d.first_alignment
     assert d.used == [False, True, True]  # the 5 read as C5 is then unused
-    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "C5 R1", [])]
+    assert _program(d) == [("MUL", "Q1 Q2", [1, 2]), ("ADD", "R1 C5", [])]
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -322,7 +336,7 @@ def test_data_command(tmp_path: Path) -> None:
     assert len(extractor) == len(classifier) == 2 + 2 + 2 + 3 + 3 + 2 + 2
     conflict = [r for r in extractor if r["id"] == 5]
     assert [(r["group"], r["op"], r["target"], r["reachable"]) for r in conflict] == [
-        ([[0, "15"], [2, "4"]], "MUL", "Q0 Q2", False), ([[1, "3"]], "ADD", "R1 Q1", False)]
+        ([[0, "15"], [2, "4"]], "MUL", "Q0 Q2", False), ([[1, "3"]], "ADD", "Q1 R1", False)]
     assert all(r["reachable"] for r in extractor if r["id"] != 5)
     assert extractor[0]["group"] == [[0, "48"]] and extractor[0]["target"] == "Q0 C2"
     assert extractor[-2]["group"] == [[0, "3"], [2, "12"]]  # global indices
@@ -350,7 +364,7 @@ def test_learned_step_may_run_before_the_last_chunk() -> None:
     d = derive(*problem)
     assert d.reachable and d.tail == "LEARNED"
     assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "R1 C2", []),
-                           ("ADD", "R1 Q2", [2])]
+                           ("ADD", "Q2 R1", [2])]
     program = to_executor(d.program)
     assert execute(program, [s.value for s in d.spans], connected=True).value == 29
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
-from mycelium.executor import Arg, Step, execute
+from mycelium.executor import Arg, Step, canonical_args, execute
 from mycelium.runtime.grammar import parse_args
 from mycelium.runtime.quantities import parse_quantity
 from mycelium.runtime.spec import DEFAULT_CONSTANTS, SearchSpec
@@ -357,10 +357,19 @@ def _program(
                 args.append(f"R{k - position[source.ref]}")
             else:
                 args.append(CONSTANTS[source.value])
-        out.append(ProgramStep(steps[j].op, args, list(group)))
+        out.append(ProgramStep(steps[j].op, canonical_order(steps[j].op, args), list(group)))
     if order.template is not None:
         out.append(ProgramStep(order.template, [], []))
     return out
+
+
+def canonical_order(op: str, args: list[str]) -> list[str]:
+    """Argument texts in the executor's canonical order for a commutative ``op`` (the
+    annotation's order of ``3*4`` vs ``4*3`` is noise a model cannot predict)."""
+    parsed = parse_args(" ".join(args)) if args else None
+    if parsed is None:
+        return args
+    return [arg.to_text() for arg in canonical_args(op, tuple(parsed))]
 
 
 def to_executor(program: Sequence[ProgramStep]) -> tuple[Step, ...] | None:
@@ -394,7 +403,7 @@ def _gold_order_program(
                 args.append(f"R{k - source.ref}")
             else:
                 args.append(CONSTANTS[source.value])
-        out.append(ProgramStep(steps[k].op, args, group))
+        out.append(ProgramStep(steps[k].op, canonical_order(steps[k].op, args), group))
     return out
 
 
