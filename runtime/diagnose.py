@@ -66,13 +66,12 @@ def _derive(question: str, record: dict[str, Any]) -> Any | None:
     return derive(question, answer)
 
 
-def _best_reading(result: SolveResult, group: tuple[int, ...]) -> tuple[str | None, str | None]:
-    """Top operation and its argument text the models gave a group."""
+def _best_readings(result: SolveResult, group: tuple[int, ...], count: int
+                   ) -> list[tuple[str, str]]:
+    """The ``count`` best (operation, argument text) readings the models gave a group."""
     variants = (result.trace or {}).get("variants", {}).get(group, [])
-    if not variants:
-        return None, None
-    best = max(variants, key=lambda v: v.logprob)
-    return best.op, " ".join(best.text.split())
+    best = sorted(variants, key=lambda v: -v.logprob)[:count]
+    return [(v.op, " ".join(v.text.split())) for v in best]
 
 
 def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> str:
@@ -97,13 +96,16 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
         return "no_valid_candidate" if result.error else "unattributed"
     if not derivation.reachable:
         return "outside_search_space"
+    steps_per_group = Counter(tuple(step.group) for step in derivation.program if step.args)
     for step in derivation.program:
         if not step.args:  # a template tail: no model reading
             continue
-        op, text = _best_reading(result, tuple(step.group))
-        if op != step.op:
+        group = tuple(step.group)  # several learned steps share the empty group: each one
+        readings = _best_readings(result, group, steps_per_group[group])  # among its best
+        if all(op != step.op for op, _ in readings):
             return "wrong_operation"
-        if not _same_arguments(step.op, text, step.args):
+        if not any(op == step.op and _same_arguments(op, text, step.args)
+                   for op, text in readings):
             return "wrong_arguments"
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
 

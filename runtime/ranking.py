@@ -38,8 +38,10 @@ class Ranked(Generic[R]):
 
 
 def steps_of(candidate: Candidate) -> list[tuple[int, ...]]:
-    """The groups whose readings a candidate needs: its chunks, then () for a learned tail."""
-    return [*candidate.chunks, ()] if candidate.tail == "LEARNED" else list(candidate.chunks)
+    """The groups whose readings a candidate needs: its chunks, then () per learned step."""
+    if candidate.tail != "LEARNED":
+        return list(candidate.chunks)
+    return [*candidate.chunks, *[()] * candidate.learned_steps]
 
 
 def best_first(

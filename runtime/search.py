@@ -4,12 +4,13 @@ The segmenter marks every quantity and says how likely the solution uses it.
 The search takes a few *used sets* (the segmenter's reading, then the readings
 with one uncertain span flipped), splits each used set, in text order, into
 consecutive chunks of 1..``max_group_size`` spans (one step per chunk), and may
-end a candidate with a tail step that consumes no new span (learned: the empty
-group) or with a bridging template. The chunks' steps, and the learned step, may
-run in any order (:func:`chunk_orders`, for at most ``permute_chunks`` steps): a step reads
-earlier results by relative reference, so the order decides which results it
-reads; :func:`references_ok` drops orders whose references cannot resolve, or
-that leave a result unused, before anything is executed.
+end a candidate with up to ``learned_steps`` tail steps that consume no new span
+(learned: readings of the empty group) or with a bridging template. The chunks'
+steps, and the learned steps, may run in any order (:func:`chunk_orders`, for at
+most ``permute_chunks`` steps): a step reads earlier results by relative
+reference, so the order decides which results it reads; :func:`references_ok`
+drops orders whose references cannot resolve, or that leave a result unused,
+before anything is executed.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class Candidate:
     """One grouping: the chunks in order, how it ends, and the used set it came from."""
 
     chunks: tuple[Group, ...]
-    tail: str | None  # None, "LEARNED" (the empty group's step) or a template name
+    tail: str | None  # None, "LEARNED" (the empty group's steps) or a template name
     used_logprob: float = 0.0
+    learned_steps: int = 1  # with tail "LEARNED": how many span-free steps end it
 
 
 def used_sets(used_probs: Sequence[float], spec: SearchSpec) -> list[UsedSet]:
@@ -101,16 +103,16 @@ def compositions(items: Sequence[int], max_part: int) -> Iterator[tuple[Group, .
 def candidates(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Candidate]:
     """All candidate groupings of a problem before scoring (bounded)."""
     out = []
+    learned = range(1, spec.learned_steps + 1)
     for used in sets:
         if not used.spans:
-            out.append(Candidate((), "LEARNED", used.logprob))
+            out.extend(Candidate((), "LEARNED", used.logprob, n) for n in learned)
             continue
-        tails: list[str | None] = [None, "LEARNED", *spec.tail_templates]
         for chunks in compositions(used.spans, spec.max_group_size):
-            for tail in tails:
-                if tail in spec.tail_templates and len(chunks) < 2:
-                    continue
-                out.append(Candidate(chunks, tail, used.logprob))
+            out.append(Candidate(chunks, None, used.logprob))
+            out.extend(Candidate(chunks, "LEARNED", used.logprob, n) for n in learned)
+            if len(chunks) >= 2:
+                out.extend(Candidate(chunks, name, used.logprob) for name in spec.tail_templates)
     return out
 
 

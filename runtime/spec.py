@@ -76,6 +76,7 @@ class SearchSpec:
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
     arg_readings: int = 1  # per (group, operation): the extractor's top-k first tokens, each
     # continued greedily (k-best arguments; decode rows grow k-fold)
+    learned_steps: int = 1  # span-free steps (readings of the empty group) a candidate may have
     # the span-free (tail) group, one per problem, may be read more widely (0: as any group)
     tail_ops: int = 0  # operations tried for it (0: ops_per_group)
     tail_arg_readings: int = 0  # first-token branches per operation (0: arg_readings)
@@ -87,7 +88,8 @@ class SearchSpec:
         """Raise ValueError naming the first out-of-range setting."""
         if not 0 <= self.min_op_prob < 1:
             raise ValueError(f"min_op_prob must be in [0, 1), got {self.min_op_prob}")
-        for name in ("ops_per_group", "max_group_size", "readings_per_group", "arg_readings"):
+        for name in ("ops_per_group", "max_group_size", "readings_per_group", "arg_readings",
+                     "learned_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("tail_ops", "tail_arg_readings", "tail_readings"):

@@ -53,6 +53,19 @@ def test_no_used_spans_gives_only_the_tail() -> None:
     assert candidates([UsedSet((), -1.0)], SearchSpec()) == [Candidate((), "LEARNED", -1.0)]
 
 
+def test_learned_steps_end_a_candidate_with_several_empty_group_readings() -> None:
+    from mycelium.runtime.ranking import steps_of
+
+    spec = SearchSpec(learned_steps=2, tail_templates=())
+    assert candidates([UsedSet((), -1.0)], spec) == [
+        Candidate((), "LEARNED", -1.0, 1), Candidate((), "LEARNED", -1.0, 2)]
+    cands = candidates([UsedSet((0, 1), -0.5)], spec)
+    assert Candidate(((0, 1),), "LEARNED", -0.5, 2) in cands
+    assert len(cands) == 2 * 3  # compositions (0 1), (0)(1): no tail, one or two learned
+    assert steps_of(Candidate(((0,), (1,)), "LEARNED", 0.0, 2)) == [(0,), (1,), (), ()]
+    assert steps_of(Candidate(((0,), (1,)), "ACC_ADD", 0.0, 2)) == [(0,), (1,)]
+
+
 def test_search_is_bounded_for_many_spans() -> None:
     spec = SearchSpec(max_spans=12)
     sets = used_sets([0.9] * 40, spec)

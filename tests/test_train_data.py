@@ -207,6 +207,25 @@ def test_chunks_may_run_out_of_text_order() -> None:
     assert execute(program, [s.value for s in d.spans], connected=True).value == 27
 
 
+TWO_TAIL_STEPS = (  # two span-free steps at the end, and no template computes the answer
+    "Tom buys 3 boxes of 4 pens. How many pens?",
+    "3*4=<<3*4=12>>12 pens. Twice that is 12*2=<<12*2=24>>24, and 24+12=<<24+12=36>>36."
+    "\n#### 36",
+)
+
+
+def test_several_learned_steps_when_the_search_allows_them(monkeypatch) -> None:
+    from mycelium.train import align
+
+    assert derive(*TWO_TAIL_STEPS).reason == "multi_step_tail"
+    monkeypatch.setattr(align, "SEARCH", replace(align.SEARCH, learned_steps=2))
+    d = derive(*TWO_TAIL_STEPS)
+    assert d.reachable and d.tail == "LEARNED"
+    assert _program(d) == [("MUL", "Q0 Q1", [0, 1]), ("MUL", "R1 C2", []),
+                           ("ADD", "R1 R2", [])]
+    assert execute(to_executor(d.program), [s.value for s in d.spans]).value == 36
+
+
 def test_text_order_only_search_cannot_reach_the_conflict(text_order_only) -> None:
     d = derive(*CONFLICT)
     assert not d.reachable and d.reason == "order_conflict"

@@ -270,21 +270,22 @@ def _reorder(
             failure.update(depth=depth, reason=reason)
 
     def finish(placed: list[int], groups: list[list[int]]) -> _Order | None:
-        learned_inside = any(not group for group in groups)
-        remaining = [j for j in kept if j not in placed]
-        if len(remaining) == 1 and not learned_inside:
-            placed, groups, remaining = [*placed, remaining[0]], [*groups, []], []
-            tail = True
+        learned_inside = sum(1 for group in groups if not group)
+        remaining = [j for j in kept if j not in placed]  # gold order: dependencies first
+        if remaining and len(remaining) <= SEARCH.learned_steps - learned_inside:
+            placed, groups = [*placed, *remaining], [*groups, *([[]] * len(remaining))]
+            remaining, tail = [], True
         else:
             tail = False
         if any_order and len(groups) > SEARCH.permute_chunks:
-            # more steps than the search permutes: chunks in text order, learned step last
+            # more steps than the search permutes: chunks in text order, learned steps last
             starts = [group[0] for group in groups if group]
-            if starts != sorted(starts) or any(not group for group in groups[:-1]):
+            chunks = sum(1 for group in groups if group)
+            if starts != sorted(starts) or any(not group for group in groups[:chunks]):
                 fail(n, "order_conflict")
                 return None
         if not remaining:
-            return _Order(placed, groups, tail=tail or learned_inside)
+            return _Order(placed, groups, tail=tail or learned_inside > 0)
         if len(placed) >= 2 and not learned_inside:  # a candidate ends in one or the other
             results = [steps[j].value for j in placed]
             for name in SEARCH.tail_templates:
@@ -316,8 +317,8 @@ def _reorder(
             new = sorted(spans_of[j] - covered)
             if not new:
                 span_free_ready = True
-                if any_order and not any(not group for group in groups):
-                    # the learned (empty-group) step may run before the last chunk
+                if any_order and sum(1 for g in groups if not g) < SEARCH.learned_steps:
+                    # a learned (empty-group) step may run before the last chunk
                     found = search([*placed, j], [*groups, []], covered)
                     if found is not None:
                         return found
