@@ -419,12 +419,16 @@ class Solver:
             choosable[:, real] = op_scores[:, real]  # a rejected group keeps its low scores
             ranked_ops = np.argsort(-choosable, axis=1)
             min_op_logprob = math.log(max(self.spec.search.min_op_prob, 1e-12))
+            reject = self.operations.index(REJECT) if REJECT in self.operations else None
+            no_learned_step: list[float | None] = [None] * len(questions)
             # rows grouped by their first-token branches (the tail group may read wider)
             extract_rows: dict[int, list[tuple[int, list[tuple[int, str]], str]]] = {}
             row_keys: dict[int, list[tuple[int, tuple[int, ...], str, float]]] = {}
             flat = 0
             for p in range(len(questions)):
                 for group in groups[p]:
+                    if not group and reject is not None:  # P(the program has no such step)
+                        no_learned_step[p] = float(op_scores[flat, reject])
                     ops, branches, _ = group_breadth(self.spec.search, group)
                     k = max(1, min(ops, len(real)))
                     for rank, op_index in enumerate(ranked_ops[flat, :k]):
@@ -449,7 +453,7 @@ class Solver:
                         Variant(op, parse_args(text), op_lp + args_lp, text))
         with _Timer(self.stats, "execute"):
             results = [
-                self._choose(ids[p], spans[p], sets[p], variants[p], trace)
+                self._choose(ids[p], spans[p], sets[p], variants[p], trace, no_learned_step[p])
                 for p in range(len(questions))
             ]
         return results
@@ -461,8 +465,11 @@ class Solver:
         sets: list[search.UsedSet],
         variants: dict[tuple[int, ...], list[Variant]],
         trace: bool = False,
+        no_learned_step: float | None = None,
     ) -> SolveResult:
-        """Enumerate candidates, execute the best-scored ones, pick the answer."""
+        """Enumerate candidates, execute the best-scored ones, pick the answer;
+        ``no_learned_step``: the classifier's log-probability that the span-free group is
+        no step (None without a reject label)."""
         spec = self.spec.search
         options: dict[tuple[int, ...], list[Variant]] = {}
         for group, found in variants.items():
@@ -503,6 +510,7 @@ class Solver:
                         tuple(v.logprob for v in steps),
                         ranked.candidate.used_logprob,
                         template is not None,
+                        tail_agreement(no_learned_step, tail == "LEARNED"),
                     )
                     features.append(candidate_features(info, result, quantities, used_probs))
         vectors = with_pool_features(features, [item.result for item in valid])
@@ -539,6 +547,16 @@ class Solver:
             spans=spans,
             trace=debug,
         )
+
+def tail_agreement(no_learned_step: float | None, learned: bool) -> float:
+    """Log-probability the classifier gives a candidate's choice of ending with a learned
+    (span-free) step or not; 0 when the classifier has no reject label."""
+    if no_learned_step is None:
+        return 0.0
+    if not learned:
+        return no_learned_step
+    return math.log(max(-math.expm1(no_learned_step), 1e-12))
+
 
 def distinct_readings(found: Iterable[Variant]) -> list[Variant]:
     """The parsed readings, best first, one per program step: a reading that only reorders

@@ -48,6 +48,9 @@ FEATURES: tuple[str, ...] = (
     "value_rank_support",  # log of the same-value candidates among the five best-scored
     "answer_is_other_intermediate",  # another candidate computes this value on its way
     "steps_below_longest",  # steps fewer than the longest valid candidate's
+    # the classifier's word on the span-free group: log P(no learned step) for a candidate
+    # without one, log P(a learned step) for one with (0 without a reject label)
+    "tail_agreement",
 )
 
 
@@ -59,6 +62,7 @@ class CandidateInfo:
     step_logprobs: tuple[float, ...]
     used_logprob: float
     template_tail: bool
+    tail_agreement: float = 0.0
 
 
 def candidate_features(
@@ -85,6 +89,7 @@ def candidate_features(
         "min_step_logprob": min(info.step_logprobs, default=0.0),
         "used_logprob": info.used_logprob,
         "template_tail": float(info.template_tail),
+        "tail_agreement": info.tail_agreement,
         "quantities_unread": (quantity_count - len(reads)) / quantity_count
         if quantity_count else 0.0,
         "quantity_reuse": float(sum(reads.values()) - len(reads)),
@@ -146,10 +151,12 @@ class AnswerScorer:
     weights: tuple[float, ...]
 
     def logits(self, vectors: Sequence[Sequence[float]]) -> list[float]:
-        """One unnormalized log-probability per candidate."""
+        """One unnormalized log-probability per candidate (``vectors`` in :data:`FEATURES`
+        order; the scorer reads its own features among them)."""
+        columns = [FEATURES.index(name) for name in self.features]
         return [
-            sum(w * (x - m) / s for w, x, m, s in zip(self.weights, vector, self.mean,
-                                                     self.scale, strict=True))
+            sum(w * (vector[c] - m) / s for w, c, m, s in zip(self.weights, columns, self.mean,
+                                                             self.scale, strict=True))
             for vector in vectors
         ]
 
@@ -166,9 +173,10 @@ class AnswerScorer:
     def from_dict(cls, data: Mapping[str, Any]) -> AnswerScorer:
         """Validate the stored form: known feature names, one number per feature."""
         names = tuple(str(name) for name in data["features"])
-        if names != FEATURES:
-            unknown = sorted(set(names) ^ set(FEATURES))
-            raise ValueError(f"answer_scorer features differ from this runtime's: {unknown}")
+        unknown = sorted(set(names) - set(FEATURES))
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"answer_scorer features unknown to this runtime or repeated: "
+                             f"{unknown or sorted(names)}")
         columns = [tuple(float(x) for x in data[key]) for key in ("mean", "scale", "weights")]
         if any(len(column) != len(names) for column in columns):
             raise ValueError("answer_scorer needs one mean, scale and weight per feature")

@@ -141,6 +141,17 @@ def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> N
     assert "ADD" in ops and len(ops) == 2  # the two best real operations
     add = max(v.logprob for v in readings if v.op == "ADD")
     assert add < np.log(np.exp(2.0) / (np.exp(2.0) + 3 + np.exp(5.0))) + 1e-6
+    # the reject mass of the span-free group: its word on ending with a learned step or not
+    from mycelium.runtime.verifier import FEATURES
+
+    none_logprob = 5.0 - np.log(np.exp(2.0) + 3 + np.exp(5.0))
+    column = FEATURES.index("tail_agreement")
+    learned = FEATURES.index("steps_1")  # a one-step "3 + 4" has no learned step
+    agreements = {round(v[column], 4) for v in result.trace["candidate_features"]}
+    assert round(none_logprob, 4) in agreements
+    assert agreements <= {round(none_logprob, 4), round(np.log(-np.expm1(none_logprob)), 4)}
+    assert any(v[learned] == 1.0 and v[column] == pytest.approx(none_logprob, abs=1e-4)
+               for v in result.trace["candidate_features"])
 
 
 def test_batch_keeps_order_and_ids(fake_solver: Solver) -> None:

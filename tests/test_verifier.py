@@ -128,6 +128,34 @@ def test_scorer_round_trips_and_bad_ones_are_refused() -> None:
         SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": short})
 
 
+def test_a_scorer_reads_its_own_features_by_name() -> None:
+    """A scorer fitted before a feature existed (or on fewer) still loads and scores the
+    full vectors by feature name."""
+    older = [name for name in FEATURES if name != "tail_agreement"][::-1]
+    weights = [1.0 if name == "score" else 0.0 for name in older]
+    stored = {"features": older, "mean": [0.0] * len(older), "scale": [1.0] * len(older),
+              "weights": weights}
+    scorer = SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": stored}
+                                  ).answer_scorer
+    vectors = [[0.0] * len(FEATURES) for _ in range(2)]
+    vectors[0][FEATURES.index("score")], vectors[1][FEATURES.index("score")] = -2.0, -0.5
+    vectors[0][FEATURES.index("tail_agreement")] = 9.0  # not one of this scorer's features
+    assert scorer.logits(vectors) == [-2.0, -0.5]
+    twice = {**stored, "features": [*older[:-1], older[0]]}
+    with pytest.raises(ArtifactsError, match="repeated"):
+        SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": twice})
+
+
+def test_tail_agreement_is_the_classifiers_word_on_the_span_free_group() -> None:
+    from mycelium.runtime.solver import tail_agreement
+
+    no_step = math.log(0.8)  # the classifier: 80 % that the empty group is no step
+    assert tail_agreement(no_step, learned=False) == pytest.approx(math.log(0.8))
+    assert tail_agreement(no_step, learned=True) == pytest.approx(math.log(0.2))
+    assert tail_agreement(0.0, learned=True) == pytest.approx(math.log(1e-12))
+    assert tail_agreement(None, learned=True) == tail_agreement(None, learned=False) == 0.0
+
+
 def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_export) -> None:
     from mycelium.runtime import Solver
     from mycelium.train.cli import main as train_main
