@@ -108,7 +108,8 @@ def per_problem(tokens: dict[str, int], problems: int) -> dict[str, float]:
 
 
 def search_sizes(solver: Solver, results: Sequence[Any]) -> dict[str, float]:
-    """Mean spans, unique span groups and extractor rows per problem (from the results)."""
+    """Mean spans, unique span groups and extractor decode rows (operations x first-token
+    branches per group) per problem (from the results)."""
     spans = groups = rows = 0
     for result in results:
         used = search.used_sets([span.used_prob for span in result.spans], solver.spec.search)
