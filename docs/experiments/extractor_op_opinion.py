@@ -112,7 +112,7 @@ def _classifier_logprobs(folder: Path, data_reject: Path):
         by_question.setdefault(r["question"], []).append(r)
     out = {}
     with torch.no_grad():
-        for item, (question, group_rows) in zip(items, by_question.items(), strict=True):
+        for item, group_rows in zip(items, by_question.values(), strict=True):
             batch = collate_groups([item], vocab.pad)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            group_tokens=batch["group_tokens"]).logits[0]

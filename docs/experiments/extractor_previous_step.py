@@ -87,7 +87,7 @@ def evaluate(data: Path, out: Path, plain: bool) -> None:
     prefixes = vocab.encode(trainer._prefixes(grouped, spec), spec.max_problem_tokens)
     right = {"chunk": [0, 0], "tail": [0, 0]}
     with torch.no_grad():
-        for (question, rows), prefix in zip(grouped.items(), prefixes, strict=True):
+        for rows, prefix in zip(grouped.values(), prefixes, strict=True):
             for row, suffix in zip(rows, suffixes(rows, spec, plain), strict=True):
                 ids = list(prefix.ids) + vocab.encode([suffix])[0].ids
                 new = model.generate(input_ids=torch.tensor([ids]),
