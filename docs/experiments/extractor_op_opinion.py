@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from extractor_recipe import fit_extractor  # the script's own folder is on sys.path
 
 from mycelium.runtime.spec import OPERATIONS, SolverSpec
 from mycelium.runtime.templates import extractor_suffix
@@ -37,11 +38,7 @@ ORIGINAL = trainer.extractor_items
 
 
 def train(data: Path, backbone: Path, out: Path) -> None:
-    torch.set_num_threads(2)
-    trainer.extractor_items = _with_op_loss
-    config = trainer.FitConfig(backbone=str(backbone), minutes=8, patience=2)
-    config.models = ("extractor",)
-    trainer.fit(data, out, config)
+    fit_extractor(_with_op_loss, data, backbone, out)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -123,6 +120,8 @@ def _classifier_logprobs(folder: Path, data_reject: Path):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 4 or sys.argv[1] not in ("train", "eval"):
+        sys.exit(__doc__)
     command, *paths = sys.argv[1:]
     if command == "train":
         train(*(Path(p) for p in paths))

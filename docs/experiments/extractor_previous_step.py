@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from extractor_recipe import fit_extractor  # the script's own folder is on sys.path
 
 from mycelium.executor import canonical_args
 from mycelium.runtime.grammar import parse_args
@@ -61,11 +62,7 @@ def _items_with_previous(records, split, vocab, spec):
 
 
 def train(data: Path, backbone: Path, out: Path) -> None:
-    torch.set_num_threads(2)
-    trainer.extractor_items = _items_with_previous
-    config = trainer.FitConfig(backbone=str(backbone), minutes=8, patience=2)
-    config.models = ("extractor",)
-    trainer.fit(data, out, config)
+    fit_extractor(_items_with_previous, data, backbone, out)
 
 
 def _same(op: str, text: str, target: str) -> bool:
@@ -106,6 +103,8 @@ def evaluate(data: Path, out: Path, plain: bool) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 4 or sys.argv[1] not in ("train", "eval"):
+        sys.exit(__doc__)
     command, *args = sys.argv[1:]
     if command == "train":
         train(*(Path(a) for a in args))
