@@ -13,6 +13,8 @@ read each step once per possible predecessor.
     python docs/experiments/extractor_previous_step.py eval DATA_V7 OUT [--plain]
 
 ``--plain``: evaluate an ordinary extractor (no previous step) the same way.
+``--context used`` (train and eval): the context is every quantity the gold program reads
+(its used set, which the runtime knows per used set) instead of the previous step.
 """
 
 from __future__ import annotations
@@ -30,15 +32,19 @@ from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.templates import extractor_suffix, group_items
 from mycelium.train import trainer
 
+CONTEXT = "previous"  # or "used": every quantity the program reads (``--context used``)
+
 
 def suffixes(rows: list[dict], spec: SolverSpec, plain: bool = False) -> list[str]:
     """Each step record's suffix; ``rows``: one problem's records in program order."""
+    used = sorted({tuple(g) for row in rows for g in row["group"]})
     out, previous = [], ""
     for row in rows:
         group = [tuple(g) for g in row["group"]]
         suffix = extractor_suffix(spec.templates, group, row["op"])
+        context = group_items(spec.templates, used) if CONTEXT == "used" else previous
         if not plain:
-            suffix = suffix.replace("<sep>", f"<sep>{previous}<cls>", 1)
+            suffix = suffix.replace("<sep>", f"<sep>{context}<cls>", 1)
         out.append(suffix)
         previous = group_items(spec.templates, group) + f" {row['op']}"
     return out
@@ -105,6 +111,10 @@ def evaluate(data: Path, out: Path, plain: bool) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 4 or sys.argv[1] not in ("train", "eval"):
         sys.exit(__doc__)
+    if "--context" in sys.argv:
+        at = sys.argv.index("--context")
+        CONTEXT = sys.argv.pop(at + 1)
+        sys.argv.pop(at)
     command, *args = sys.argv[1:]
     if command == "train":
         train(*(Path(a) for a in args))
