@@ -26,11 +26,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mycelium.executor import canonical_args, format_fraction
+from mycelium.executor import format_fraction
 
 from .compare import compare_reports, wilson_interval
 from .errors import InputError
-from .grammar import parse_args
+from .grammar import canonical_text
 from .quantities import parse_quantity
 from .records import parse_line
 from .results import SolveResult, Span
@@ -112,12 +112,7 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
 
 def _same_arguments(op: str, text: str | None, gold: list[str]) -> bool:
     """Whether the model's argument text is the gold step (any order for ADD and MUL)."""
-    if text is None:
-        return False
-    mine, theirs = parse_args(text), parse_args(" ".join(gold))
-    if mine is None or theirs is None:
-        return text == " ".join(gold)
-    return canonical_args(op, tuple(mine)) == canonical_args(op, tuple(theirs))
+    return text is not None and canonical_text(op, text) == canonical_text(op, " ".join(gold))
 
 
 def _used_flags(derivation: Any) -> list[bool]:

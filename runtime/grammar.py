@@ -9,7 +9,7 @@ not a guess about the problem's language.
 
 from __future__ import annotations
 
-from mycelium.executor import Arg
+from mycelium.executor import Arg, canonical_args
 from mycelium.executor.numbers import parse_number
 
 MAX_ARGS = 8
@@ -50,3 +50,12 @@ def parse_args(text: str) -> tuple[Arg, ...] | None:
     if any(arg is None for arg in args):
         return None
     return args  # type: ignore[return-value]
+
+
+def canonical_text(op: str, text: str) -> str:
+    """An extraction's arguments in the executor's canonical order for ``op`` (``MUL R1 Q0``
+    reads ``Q0 R1``), whitespace normalized; off-grammar text comes back normalized only."""
+    args = parse_args(text)
+    if args is None:
+        return " ".join(text.split())
+    return " ".join(arg.to_text() for arg in canonical_args(op, args))

@@ -51,7 +51,7 @@ from .sessions import (
 from .spec import REJECT, SolverSpec, group_breadth, override_search
 from .templates import classifier_suffix, extractor_suffix, group_pair, marked_problem
 from .tokenization import GroupedProblem, TextTokenizer, group_tokens, span_tokens
-from .verifier import CandidateInfo, candidate_features, with_pool_features
+from .verifier import CandidateInfo, candidate_features, tail_agreement, with_pool_features
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
@@ -332,15 +332,12 @@ class Solver:
         return out
 
     def _extract(
-        self, prefixes: list[str], rows: list[tuple[int, list[tuple[int, str]], str]],
+        self, prefix: DecoderState, rows: list[tuple[int, list[tuple[int, str]], str]],
         branches: int,
     ) -> list[list[tuple[str, float]]]:
         """Argument texts and their log-probabilities per (problem, group, op) row:
-        ``branches`` of them (the top first tokens, each continued greedily);
-        ``prefixes`` as for ``_classify``."""
-        if not rows:
-            return []
-        prefix, _ = self._prefix_states(self.extractor, "extractor", prefixes)
+        ``branches`` of them (the top first tokens, each continued greedily); ``prefix``:
+        the extractor's cache after each problem's text (row ``p`` for problem ``p``)."""
         suffixes = self._suffix_ids(
             "extractor",
             [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
@@ -421,9 +418,9 @@ class Solver:
             min_op_logprob = math.log(max(self.spec.search.min_op_prob, 1e-12))
             reject = self.operations.index(REJECT) if REJECT in self.operations else None
             no_learned_step: list[float | None] = [None] * len(questions)
-            # rows grouped by their first-token branches (the tail group may read wider)
-            extract_rows: dict[int, list[tuple[int, list[tuple[int, str]], str]]] = {}
-            row_keys: dict[int, list[tuple[int, tuple[int, ...], str, float]]] = {}
+            # (row, its key) grouped by first-token branches (the tail group may read wider)
+            extract_rows: dict[int, list[tuple[tuple[int, list[tuple[int, str]], str],
+                                               tuple[int, tuple[int, ...], str, float]]]] = {}
             flat = 0
             for p in range(len(questions)):
                 for group in groups[p]:
@@ -435,19 +432,20 @@ class Solver:
                         if rank and op_scores[flat, op_index] < min_op_logprob:
                             continue  # pruned by the classifier before the extractor runs
                         op = self.operations[op_index]
-                        extract_rows.setdefault(branches, []).append(
-                            (p, class_rows[flat][1], op))
-                        row_keys.setdefault(branches, []).append(
-                            (p, group, op, float(op_scores[flat, op_index])))
+                        extract_rows.setdefault(branches, []).append((
+                            (p, class_rows[flat][1], op),
+                            (p, group, op, float(op_scores[flat, op_index]))))
                     flat += 1
         variants: list[dict[tuple[int, ...], list[Variant]]] = [
             defaultdict(list) for _ in questions
         ]
-        for branches, rows in extract_rows.items():
+        if extract_rows:
             with _Timer(self.stats, "extract"):
-                extractions = self._extract(prefixes, rows, branches)
-            for (p, group, op, op_lp), readings in zip(row_keys[branches], extractions,
-                                                       strict=True):
+                prefix, _ = self._prefix_states(self.extractor, "extractor", prefixes)
+        for branches, keyed in extract_rows.items():
+            with _Timer(self.stats, "extract"):
+                extractions = self._extract(prefix, [row for row, _ in keyed], branches)
+            for (_, (p, group, op, op_lp)), readings in zip(keyed, extractions, strict=True):
                 for text, args_lp in readings:
                     variants[p][group].append(
                         Variant(op, parse_args(text), op_lp + args_lp, text))
@@ -547,16 +545,6 @@ class Solver:
             spans=spans,
             trace=debug,
         )
-
-def tail_agreement(no_learned_step: float | None, learned: bool) -> float:
-    """Log-probability the classifier gives a candidate's choice of ending with a learned
-    (span-free) step or not; 0 when the classifier has no reject label."""
-    if no_learned_step is None:
-        return 0.0
-    if not learned:
-        return no_learned_step
-    return math.log(max(-math.expm1(no_learned_step), 1e-12))
-
 
 def distinct_readings(found: Iterable[Variant]) -> list[Variant]:
     """The parsed readings, best first, one per program step: a reading that only reorders

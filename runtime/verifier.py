@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 from mycelium.executor import ExecutionResult
@@ -63,6 +64,16 @@ class CandidateInfo:
     used_logprob: float
     template_tail: bool
     tail_agreement: float = 0.0
+
+
+def tail_agreement(no_learned_step: float | None, learned: bool) -> float:
+    """Log-probability the classifier gives a candidate's choice of ending with a learned
+    (span-free) step or not; 0 when the classifier has no reject label."""
+    if no_learned_step is None:
+        return 0.0
+    if not learned:
+        return no_learned_step
+    return math.log(max(-math.expm1(no_learned_step), 1e-12))
 
 
 def candidate_features(
@@ -153,12 +164,17 @@ class AnswerScorer:
     def logits(self, vectors: Sequence[Sequence[float]]) -> list[float]:
         """One unnormalized log-probability per candidate (``vectors`` in :data:`FEATURES`
         order; the scorer reads its own features among them)."""
-        columns = [FEATURES.index(name) for name in self.features]
+        columns = self._columns
         return [
             sum(w * (vector[c] - m) / s for w, c, m, s in zip(self.weights, columns, self.mean,
                                                              self.scale, strict=True))
             for vector in vectors
         ]
+
+    @cached_property
+    def _columns(self) -> list[int]:
+        """Where each of this scorer's features sits in a :data:`FEATURES` vector."""
+        return [FEATURES.index(name) for name in self.features]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as stored under ``answer_scorer`` in mycelium.json."""

@@ -147,7 +147,7 @@ def test_a_scorer_reads_its_own_features_by_name() -> None:
 
 
 def test_tail_agreement_is_the_classifiers_word_on_the_span_free_group() -> None:
-    from mycelium.runtime.solver import tail_agreement
+    from mycelium.runtime.verifier import tail_agreement
 
     no_step = math.log(0.8)  # the classifier: 80 % that the empty group is no step
     assert tail_agreement(no_step, learned=False) == pytest.approx(math.log(0.8))

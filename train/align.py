@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
-from mycelium.executor import Arg, Step, canonical_args, execute
-from mycelium.runtime.grammar import parse_args
+from mycelium.executor import Arg, Step, execute
+from mycelium.runtime.grammar import canonical_text, parse_args
 from mycelium.runtime.quantities import parse_quantity
 from mycelium.runtime.spec import DEFAULT_CONSTANTS, SearchSpec
 
@@ -367,10 +367,7 @@ def _program(
 def canonical_order(op: str, args: list[str]) -> list[str]:
     """Argument texts in the executor's canonical order for a commutative ``op`` (the
     annotation's order of ``3*4`` vs ``4*3`` is noise a model cannot predict)."""
-    parsed = parse_args(" ".join(args)) if args else None
-    if parsed is None:
-        return args
-    return [arg.to_text() for arg in canonical_args(op, tuple(parsed))]
+    return canonical_text(op, " ".join(args)).split() if args else args
 
 
 def to_executor(program: Sequence[ProgramStep]) -> tuple[Step, ...] | None:

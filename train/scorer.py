@@ -57,13 +57,14 @@ class ProblemCandidates:
 
 def collect(
     solver: Any, path: Path, split: str, batch_size: int = 16, limit: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, keep: Callable[[int], bool] | None = None,
 ) -> list[ProblemCandidates]:
-    """Solve ``split``'s problems of a GSM8K jsonl and keep their valid candidates."""
+    """Solve ``split``'s problems of a GSM8K jsonl (those whose 0-based line number
+    ``keep`` accepts, if given) and keep their valid candidates."""
     rows = []
     for number, record in read_problems(path):
         gold = gold_value(record)
-        if split_of(number) == split and gold is not None:
+        if split_of(number) == split and gold is not None and (keep is None or keep(number)):
             rows.append((number, record["question"], gold))
     rows = rows[:limit] if limit is not None else rows
     out = []
