@@ -44,6 +44,8 @@ def _check(checkpoint: Path, manifest: Manifest) -> None:
         config = json.loads((checkpoint / name / "config.json").read_text(encoding="utf-8"))
         if model.kv_cache is not None and (
             config["num_hidden_layers"] != model.kv_cache.num_layers
-            or config["num_key_value_heads"] != model.kv_cache.num_kv_heads
+            # an encoder read causally (no grouped-query attention) caches every head
+            or config.get("num_key_value_heads", config["num_attention_heads"])
+            != model.kv_cache.num_kv_heads
         ):
             raise ValueError(f"{checkpoint}/{name} has another shape than the artifacts' {name}")

@@ -182,6 +182,17 @@ def _check_positions(role: str, positions: Any, path: Path, spec: SolverSpec,
         )
 
 
+def _check_decoding_positions(role: str, positions: Any, spec: SolverSpec) -> None:
+    """Learned absolute positions of a cached graph must cover the problem, the suffix and
+    every generated token."""
+    longest = spec.max_problem_tokens + spec.max_suffix_tokens + spec.max_new_tokens
+    if isinstance(positions, int) and positions < longest:
+        raise CheckpointError(
+            f"{role}: max_position_embeddings {positions} is below mycelium.json's "
+            f"max_problem_tokens + max_suffix_tokens + max_new_tokens ({longest})"
+        )
+
+
 def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint:
     folder = root / role.name
     if not folder.is_dir():
@@ -229,6 +240,8 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     if not arch.cached(role.name):  # after _special_tokens: the tokenizer file reads
         _check_positions(role.name, config.get("max_position_embeddings"), tokenizer, spec,
                          found[0] == SPAN_GROUP_CLASS)
+    elif config.get("position_embedding_type") == "absolute":  # an encoder read causally
+        _check_decoding_positions(role.name, config.get("max_position_embeddings"), spec)
     return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special, found[0])
 
 

@@ -8,8 +8,10 @@ build the torch module that is traced, and which ops int8 quantizes. Adding an
 architecture is one decorated function; nothing else branches on the model type.
 
 Decoders (``qwen2``) serve every role. An encoder (``bert``: a pretrained English
-encoder fine-tuned as the segmenter or the classifier) serves the roles that write no
-tokens, as full-sequence graphs: the classifier then reads one text pair per group
+encoder fine-tuned as a specialist) serves the segmenter and the classifier as
+full-sequence graphs, and the extractor read causally with a KV cache
+(``BertForArgumentDecoding``, mycelium.train.arg_decoder). The classifier then reads one
+text pair per group
 (``BertForSequenceClassification``) or each problem once, every group pooled from its
 spans' tokens (``BertForSpanGroupClassification``, mycelium.train.span_group). A role
 may accept several classes; config.json's ``architectures`` names the one it holds.
@@ -24,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from .wrappers import (
+    ArgumentDecoderGraph,
     EncoderSequenceClassifierGraph,
     EncoderTokenClassifierGraph,
     LastPositionDecoderGraph,
@@ -62,11 +65,18 @@ class Architecture:
     kv_layout: Callable[[Any], tuple[int, int, int]] | None  # decoders: (layers, kv heads, dim)
     int8_ops: tuple[str, ...] = ("MatMul",)  # op types int8 export quantizes
     int8_per_channel: bool = False  # one scale per output channel instead of per tensor
+    # the roles served as KV-cache graphs; None: every decoder role (a decoder's)
+    cached_roles: tuple[str, ...] | None = None
 
     def cached(self, role: str) -> bool:
         """Whether this architecture serves ``role`` as a KV-cache graph (a decoder role
-        on a decoder); an encoder serves every role it can as a full-sequence graph."""
-        return ROLES[role].decoder and self.kv_layout is not None
+        on a decoder, or a role an encoder serves read causally); other roles are served
+        as full-sequence graphs."""
+        if self.kv_layout is None:
+            return False
+        if self.cached_roles is not None:
+            return role in self.cached_roles
+        return ROLES[role].decoder
 
     def class_names(self, role: str) -> tuple[str, ...]:
         """The ``architectures`` entries config.json may declare for a role."""
@@ -91,11 +101,13 @@ def register_architecture(model_type: str, classes: dict[str, Classes],
                           check_config: Callable[[dict[str, Any]], list[str]],
                           kv_layout: Callable[[Any], tuple[int, int, int]] | None = None,
                           int8_ops: tuple[str, ...] = ("MatMul",),
-                          int8_per_channel: bool = False):
+                          int8_per_channel: bool = False,
+                          cached_roles: tuple[str, ...] | None = None):
     """Decorator registering a graph builder ``(role, hf_model, quantized) -> nn.Module``;
     ``classes`` names the roles the architecture serves, each with its class or classes
     (a generating role needs ``kv_layout``: only a decoder with a KV cache writes
-    tokens)."""
+    tokens; ``cached_roles``: the roles served with a KV cache when not every decoder
+    role is)."""
 
     def decorate(build_graph: Callable[..., nn.Module]):
         unknown = set(classes) - set(ROLES)
@@ -107,7 +119,7 @@ def register_architecture(model_type: str, classes: dict[str, Classes],
         loaders = {role: c if isinstance(c, tuple) else (c,) for role, c in classes.items()}
         ARCHITECTURES[model_type] = Architecture(
             model_type, loaders, build_graph, check_config, kv_layout, int8_ops,
-            int8_per_channel,
+            int8_per_channel, cached_roles,
         )
         return build_graph
 
@@ -135,6 +147,12 @@ def _span_group_class() -> type:
     from mycelium.train.span_group import BertForSpanGroupClassification
 
     return BertForSpanGroupClassification
+
+
+def _argument_decoder_class() -> type:
+    from mycelium.train.arg_decoder import BertForArgumentDecoding
+
+    return BertForArgumentDecoding
 
 
 def _check_qwen2(config: dict[str, Any]) -> list[str]:
@@ -187,18 +205,30 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _bert_kv_layout(config: Any) -> tuple[int, int, int]:
+    heads = config.num_attention_heads
+    return config.num_hidden_layers, heads, config.hidden_size // heads
+
+
 # An encoder's word embeddings (30k x 384 for MiniLM: 47 MB in fp32) are quantized too.
+# As the extractor, an encoder is read causally with a KV cache
+# (``BertForArgumentDecoding``, mycelium.train.arg_decoder).
 # Per-channel scales: on the MiniLM segmenter, per-tensor ones changed 8 % of the dev
 # problems' span decisions and per-channel ones 2 % (same span accuracy either way).
 @register_architecture(
     "bert",
     classes={"segmenter": _hf_class("BertForTokenClassification"),
-             "classifier": (_hf_class("BertForSequenceClassification"), _span_group_class)},
+             "classifier": (_hf_class("BertForSequenceClassification"), _span_group_class),
+             "extractor": _argument_decoder_class},
     check_config=_check_bert,
+    kv_layout=_bert_kv_layout,
     int8_ops=("MatMul", "Gather"),
     int8_per_channel=True,
+    cached_roles=("extractor",),
 )
 def _bert_graph(role: str, model: nn.Module, quantized: bool = False) -> nn.Module:
+    if role == "extractor":
+        return ArgumentDecoderGraph(model)
     if role == "classifier" and type(model).__name__ == SPAN_GROUP_CLASS:
         return SpanGroupClassifierGraph(model)
     if role == "classifier":

@@ -209,3 +209,22 @@ class LastPositionDecoderGraph(nn.Module):
         else:
             logits = self.head(last)
         return (logits, *presents)
+
+
+class ArgumentDecoderGraph(nn.Module):
+    """Extractor graph of an encoder read causally (``BertForArgumentDecoding``, its
+    ``decode``): the same inputs and outputs as ``LastPositionDecoderGraph``, logits over
+    the model's output ids only."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor, *past: torch.Tensor):
+        """``(logits, present.0.key, present.0.value, ...)``; callers left-pad new tokens."""
+        allowed = allowed_keys(attention_mask, input_ids.shape[1])[:, :, 0]  # (B, 1, T, S)
+        mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(mask.dtype).min)
+        hidden, presents = self.model.decode(input_ids, mask, position_ids, list(past))
+        return (self.model.head(hidden[:, -1]), *presents)

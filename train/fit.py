@@ -50,6 +50,11 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      help="Start the classifier from this pretrained encoder folder: it then "
                           "reads one text pair per span group (the problem with the group "
                           "marked, the group's spans); no shared prefix cache."),
+        click.option("--extractor-init", default=None,
+                     type=click.Path(exists=True, file_okay=False, path_type=str),
+                     help="Start the extractor from this pretrained encoder folder: its "
+                          "layers read causally with a KV cache, its tokenizer with the "
+                          "argument grammar's tokens (train/arg_decoder.py)."),
         click.option("--packed-batch-size", default=16, show_default=True,
                      type=click.IntRange(1),
                      help="Problems per step for the classifier and the extractor (text "

@@ -102,11 +102,15 @@ class FitConfig:
     # how an encoder classifier reads a group: "pair" (one pass per group, pair_classifier.py)
     # or "span-groups" (one pass per problem, span_group.py)
     classifier_head: str = "pair"
+    # the same for the extractor: the encoder's layers read causally with a KV cache and
+    # its WordPiece tokenizer with the argument grammar's tokens (arg_decoder.py)
+    extractor_init: str | None = None
     init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
 
     def encoder_init(self, name: str) -> Path | None:
         """The pretrained encoder folder a specialist starts from, if any."""
-        folder = {"segmenter": self.segmenter_init, "classifier": self.classifier_init}.get(name)
+        folder = {"segmenter": self.segmenter_init, "classifier": self.classifier_init,
+                  "extractor": self.extractor_init}.get(name)
         return Path(folder) if folder else None
 
 
@@ -120,6 +124,10 @@ class Vocab:
     tokenizer: Tokenizer
     pad: int
     eos: int
+    # an encoder extractor's vocabulary is cut: per token id, the encoder's own id
+    source_ids: list[int] | None = None
+    json: str | None = None  # the tokenizer.json a checkpoint stores (when built here)
+    output_tokens: int = 0  # an encoder extractor writes only the first ids (its grammar)
 
     @classmethod
     def load(cls, path: Path, spec: SolverSpec) -> Vocab:
@@ -146,6 +154,23 @@ class Vocab:
         if not isinstance(pad, int):
             raise ValueError(f"{folder}/config.json: no pad_token_id")
         return cls(tokenizer, pad, -1)  # a token classifier never ends a sequence
+
+    @classmethod
+    def for_argument_decoder(cls, folder: Path, spec: SolverSpec, texts: list[str]) -> Vocab:
+        """A pretrained encoder's tokenizer with the argument grammar's tokens in its
+        unused slots, its vocabulary cut to what ``texts`` use (``arg_decoder.py``)."""
+        from .arg_decoder import argument_tokenizer, grammar_tokens
+        from .tokenizer import ARG_TOKENS, WORD_TOKENS
+
+        special = [token for key, token in spec.special_tokens.items() if key != "pad"]
+        text, source, outputs = argument_tokenizer((folder / "tokenizer.json").read_text("utf-8"),
+                                          grammar_tokens(special, ARG_TOKENS), texts,
+                                          grammar_tokens(WORD_TOKENS))
+        tokenizer = Tokenizer.from_str(text)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        eos = tokenizer.token_to_id(spec.special_tokens["eos"])
+        return cls(tokenizer, 0, eos, source, text, outputs)
 
     @property
     def token_ids(self) -> TokenIds:
@@ -455,12 +480,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                   head: torch.nn.Module) -> torch.Tensor:
-    """Backbone over packed rows, then the head at the gathered positions only."""
-    hidden = model.model(
+    """Backbone over packed rows, then the head at the gathered positions only (an
+    encoder turned decoder reads them through its ``causal_states``)."""
+    backbone = getattr(model, "causal_states", None) or model.model
+    hidden = backbone(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
-        use_cache=False,
+        **({} if hasattr(model, "causal_states") else {"use_cache": False}),
     ).last_hidden_state
     return head(hidden[batch["rows"], batch["cols"]])
 
@@ -885,6 +912,11 @@ def build_model(name: str, config: FitConfig, vocab: Vocab, spec: SolverSpec,
                                   config.classifier_layers)
     if name == "classifier":
         return build_classifier(config.size, tokens, classifier_labels(spec, reject))
+    if encoder is not None:
+        from .arg_decoder import argument_decoder
+
+        assert vocab.source_ids is not None, "an encoder extractor needs its cut vocabulary"
+        return argument_decoder(encoder, vocab.source_ids, vocab.output_tokens)
     return build_extractor(config.size, tokens, spec.max_new_tokens)
 
 
@@ -922,7 +954,11 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
     names = ("segmenter", "classifier", "extractor")
     encoders = {n: folder for n in names if (folder := config.encoder_init(n)) is not None}
     vocabs = {name: vocab for name in names}
-    vocabs.update({name: Vocab.for_encoder(folder) for name, folder in encoders.items()})
+    vocabs.update({name: Vocab.for_encoder(folder) for name, folder in encoders.items()
+                   if name != "extractor"})
+    if "extractor" in encoders:
+        texts = _prefixes(_by_question(read_jsonl(data / "extractor.jsonl"), "train"), spec)
+        vocabs["extractor"] = Vocab.for_argument_decoder(encoders["extractor"], spec, texts)
     tasks = {}
     for name in config.models:
         tasks.update(load_tasks(data, vocabs[name], spec, [name], config.augment, config.seed,
@@ -1000,13 +1036,15 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
         }
         if isinstance(task, SegmenterTask):
             entry["dev_label_ceiling_span_f1"] = task.label_ceiling()
-        if isinstance(task, ExtractorTask) and config.generate_eval > 0:
+        if isinstance(task, ExtractorTask) and config.generate_eval > 0 and not pretrained:
             check = task.generate_check(result.model, device, config.generate_eval)
             entry["best_dev"] = {**result.best, **check}
             log(f"[extractor] greedy generate on {check['generate_rows']} dev rows: "
                 f"exact match {check['generate_exact_match']:.4f}")
+        own = vocabs[name].json
         save_model(result.model, out / name,
-                   (encoders[name] / "tokenizer.json").read_bytes() if pretrained
+                   own.encode("utf-8") if own is not None
+                   else (encoders[name] / "tokenizer.json").read_bytes() if pretrained
                    else tokenizer_json)
         report["models"][name] = entry
         log(f"[{name}] best epoch {result.best_epoch}: {task.metric} "
