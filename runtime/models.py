@@ -38,6 +38,21 @@ def greedy_pick(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tokens, best - normaliser
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` highest columns, best first (ties: the lower column first), without
+    sorting the whole row (a vocabulary-wide argsort costs more than the decoder call)."""
+    k = min(k, scores.shape[1])
+    if k == scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")
+    part = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+    values = np.take_along_axis(scores, part, axis=1)
+    out = np.take_along_axis(part, np.argsort(-values, axis=1, kind="stable"), axis=1)
+    tied = (scores >= values.min(axis=1, keepdims=True)).sum(axis=1) > k  # a tie at the cut
+    if tied.any():
+        out[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
+    return out
+
+
 class SegmenterRunner:
     """C1: token classification over right-padded problems."""
 
@@ -310,3 +325,59 @@ class DecoderRunner:
                     rows = np.where(still, rows, -1)
             logits, state = self.step(tokens, state, buffers.next() if buffers else None)
         return generated, logprob
+
+    def beam(
+        self,
+        first_logits: np.ndarray,
+        state: DecoderState,
+        *,
+        eos_id: int,
+        max_new_tokens: int,
+        width: int,
+    ) -> list[list[tuple[list[int], float]]]:
+        """Beam search of ``width`` beams per row from the logits after the prompt.
+
+        Returns, per row, its finished sequences (EOS excluded) with their summed
+        log-probabilities (EOS included), best first: at most ``width``; a beam still
+        open after ``max_new_tokens`` ends there. Every step feeds only the open beams.
+        """
+        batch = first_logits.shape[0]
+        logprobs = log_softmax(first_logits)
+        top = top_k(logprobs, width)  # (B, k)
+        beams: list[list[tuple[list[int], float]]] = [
+            [([int(t)], float(logprobs[r, t])) for t in top[r]] for r in range(batch)
+        ]
+        done: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
+        # open beams: (row, tokens, logprob), and the state row each continues from
+        parents = np.repeat(np.arange(batch), top.shape[1])
+        open_beams = [(r, tokens, lp) for r in range(batch) for tokens, lp in beams[r]]
+        for step in range(max_new_tokens):
+            still, keep = [], []
+            for index, (row, tokens, lp) in enumerate(open_beams):
+                if tokens[-1] == eos_id:
+                    done[row].append((tokens[:-1], lp))
+                elif step == max_new_tokens - 1:
+                    done[row].append((tokens, lp))
+                else:
+                    still.append((row, tokens, lp))
+                    keep.append(index)
+            if not still:
+                break
+            state = state.take(parents[np.array(keep)])
+            last = np.array([tokens[-1] for _, tokens, _ in still], dtype=np.int64)
+            logits, state = self.step(last, state)
+            logprobs = log_softmax(logits)
+            expand = top_k(logprobs, width)
+            per_row: dict[int, list[tuple[float, int, int]]] = {}
+            for b, (row, _, lp) in enumerate(still):
+                for t in expand[b]:
+                    per_row.setdefault(row, []).append((lp + float(logprobs[b, t]), b, int(t)))
+            open_beams, chosen = [], []
+            for row, options in per_row.items():
+                room = width - len(done[row])
+                options.sort(key=lambda option: -option[0])
+                for score, b, token in options[:max(room, 0)]:
+                    open_beams.append((row, [*still[b][1], token], score))
+                    chosen.append(b)
+            parents = np.array(chosen, dtype=np.int64)
+        return [sorted(found, key=lambda item: -item[1])[:width] for found in done]

@@ -35,6 +35,7 @@ from .models import (
     SegmenterRunner,
     SpanGroupClassifierRunner,
     log_softmax,
+    top_k,
 )
 from .ranking import best_first
 from .results import SolveResult, Span
@@ -336,8 +337,9 @@ class Solver:
         branches: int,
     ) -> list[list[tuple[str, float]]]:
         """Argument texts and their log-probabilities per (problem, group, op) row:
-        ``branches`` of them (the top first tokens, each continued greedily); ``prefix``:
-        the extractor's cache after each problem's text (row ``p`` for problem ``p``)."""
+        ``branches`` of them (the top first tokens, each continued greedily, or with
+        ``search.arg_beam`` the beam search's best sequences); ``prefix``: the extractor's
+        cache after each problem's text (row ``p`` for problem ``p``)."""
         suffixes = self._suffix_ids(
             "extractor",
             [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
@@ -351,6 +353,15 @@ class Solver:
             state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
             batch = [suffixes[i] for i in chunk]
             logits, state = self.extractor.prefill(batch, state)
+            if branches > 1 and self.spec.search.arg_beam:
+                found = self.extractor.beam(logits, state, eos_id=self.eos_id,
+                                            max_new_tokens=self.spec.max_new_tokens,
+                                            width=branches)
+                self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
+                    len(ids) for row in found for ids, _ in row)
+                with _Timer(self.stats, "tokenize"):
+                    out.extend([(decode(ids), lp) for ids, lp in row] for row in found)
+                continue
             first_logprob = 0.0
             if branches > 1:
                 logits, state, first_logprob = branch_first_token(logits, state, branches)
@@ -557,21 +568,6 @@ def distinct_readings(found: Iterable[Variant]) -> list[Variant]:
         if key not in seen:
             seen.add(key)
             out.append(variant)
-    return out
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's ``k`` highest columns, best first (ties: the lower column first), without
-    sorting the whole row (a vocabulary-wide argsort costs more than the decoder call)."""
-    k = min(k, scores.shape[1])
-    if k == scores.shape[1]:
-        return np.argsort(-scores, axis=1, kind="stable")
-    part = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
-    values = np.take_along_axis(scores, part, axis=1)
-    out = np.take_along_axis(part, np.argsort(-values, axis=1, kind="stable"), axis=1)
-    tied = (scores >= values.min(axis=1, keepdims=True)).sum(axis=1) > k  # a tie at the cut
-    if tied.any():
-        out[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
     return out
 
 

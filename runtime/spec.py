@@ -76,6 +76,9 @@ class SearchSpec:
     readings_per_group: int = 2  # a group's best (operation, arguments) readings tried
     arg_readings: int = 1  # per (group, operation): the extractor's top-k first tokens, each
     # continued greedily (k-best arguments; decode rows grow k-fold)
+    # the arg_readings as a beam search's best argument sequences instead of the top first
+    # tokens each continued greedily (a reading may then differ after its first token)
+    arg_beam: bool = False
     learned_steps: int = 1  # span-free steps (readings of the empty group) a candidate may have
     # the span-free (tail) group, one per problem, may be read more widely (0: as any group)
     tail_ops: int = 0  # operations tried for it (0: ops_per_group)

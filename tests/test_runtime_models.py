@@ -159,3 +159,43 @@ def test_too_small_cache_buffers_fall_back_to_allocation(fp32_export, solver: So
     assert not isinstance(state_b.past[0], BufferView)  # onnxruntime allocated it instead
     logits_p, _ = solver.extractor.step(logits.argmax(axis=-1), state)
     np.testing.assert_allclose(logits_b, logits_p, atol=1e-4)
+
+
+def _sequence_logprob(solver: Solver, prompt: list[int], tokens: list[int]) -> float:
+    """Teacher-forced log-probability of ``tokens`` after ``prompt`` (one full pass each)."""
+    from mycelium.runtime.models import log_softmax
+
+    total = 0.0
+    for k, token in enumerate(tokens):
+        logits, _ = solver.extractor.prefill([prompt + tokens[:k]])
+        total += float(log_softmax(logits)[0, token])
+    return total
+
+
+def test_a_beam_of_one_is_greedy(solver: Solver) -> None:
+    prompts = [_ids(solver, "extractor", p + "<sep> Q0=12<op> MUL<args>") for p in PROBLEMS]
+    logits, state = solver.extractor.prefill(prompts)
+    eos = int(logits[1].argmax())  # row 1 ends at once, row 0 runs longer
+    generated, logprob = solver.extractor.greedy(logits, state, eos_id=eos, max_new_tokens=4)
+    found = solver.extractor.beam(logits, state, eos_id=eos, max_new_tokens=4, width=1)
+    assert [[tokens for tokens, _ in row] for row in found] == [[g] for g in generated]
+    np.testing.assert_allclose([row[0][1] for row in found], logprob, atol=1e-5)
+    assert found[1] == [([], pytest.approx(float(logprob[1])))]
+
+
+def test_beam_sequences_are_distinct_sorted_and_scored_by_the_model(solver: Solver) -> None:
+    prompts = [_ids(solver, "extractor", p + "<sep> none<op> ADD<args>") for p in PROBLEMS]
+    logits, state = solver.extractor.prefill(prompts)
+    eos = solver.eos_id
+    found = solver.extractor.beam(logits, state, eos_id=eos, max_new_tokens=3, width=3)
+    assert len(found) == len(prompts)
+    for prompt, row in zip(prompts, found, strict=True):
+        assert 1 <= len(row) <= 3
+        assert len({tuple(tokens) for tokens, _ in row}) == len(row)
+        scores = [lp for _, lp in row]
+        assert scores == sorted(scores, reverse=True)
+        for tokens, lp in row:
+            assert eos not in tokens
+            # a sequence shorter than the limit ended with EOS, whose probability counts
+            scored = tokens + [eos] if len(tokens) < 3 else tokens
+            assert lp == pytest.approx(_sequence_logprob(solver, prompt, scored), abs=1e-4)

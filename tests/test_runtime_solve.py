@@ -20,6 +20,7 @@ from mycelium.runtime.manifest import load_manifest
 from mycelium.runtime.models import DecoderState
 from mycelium.runtime.solver import Variant, branch_first_token, describe, distinct_readings, top_k
 from mycelium.runtime.spec import SEGMENTER_LABELS
+from mycelium.runtime.templates import extractor_suffix
 
 
 class _State:
@@ -208,6 +209,33 @@ def test_arg_readings_give_more_readings_per_group(artifacts: Path) -> None:
             for variant in found:
                 assert any(v.op == variant.op and v.text == variant.text
                            and abs(v.logprob - variant.logprob) < 1e-3 for v in more)
+
+
+def test_arg_beam_reads_the_beam_search_best_sequences(artifacts: Path) -> None:
+    """With ``arg_beam`` the readings of a (group, operation) are the beam search's best
+    sequences (``DecoderRunner.beam``), best first; without it, the first-token branches."""
+    questions = ["Tom has 3 apples and buys 4 more.", "Sam has 5 pens and 7 cups."]
+    rows = [(0, [(0, "3"), (1, "4")], "ADD"), (1, [], "MUL"), (1, [(1, "7")], "SUB")]
+    beamed = Solver.load(artifacts=artifacts, search=("arg_readings=3", "arg_beam=true"))
+    prefix, _ = beamed._prefix_states(beamed.extractor, "extractor", questions)
+    got = beamed._extract(prefix, rows, 3)
+    suffixes = beamed._suffix_ids("extractor", [
+        extractor_suffix(beamed.spec.templates, items, op) for _, items, op in rows])
+    logits, state = beamed.extractor.prefill(suffixes, prefix.take(np.array([0, 1, 1])))
+    found = beamed.extractor.beam(logits, state, eos_id=beamed.eos_id,
+                                  max_new_tokens=beamed.spec.max_new_tokens, width=3)
+    decode = beamed.tokenizers["extractor"].decode
+    assert len(got) == len(rows)
+    for readings, expected in zip(got, found, strict=True):
+        assert [text for text, _ in readings] == [decode(ids) for ids, _ in expected]
+        np.testing.assert_allclose([lp for _, lp in readings], [lp for _, lp in expected],
+                                   atol=1e-4)
+        assert [lp for _, lp in readings] == sorted((lp for _, lp in readings), reverse=True)
+    branched = Solver.load(artifacts=artifacts, search=("arg_readings=3",))
+    prefix, _ = branched._prefix_states(branched.extractor, "extractor", questions)
+    first = [readings[0] for readings in branched._extract(prefix, rows, 1)]
+    assert [readings[0][0] for readings in branched._extract(prefix, rows, 3)] == [
+        text for text, _ in first]  # the top branch is the greedy reading
 
 
 def test_reorderings_of_a_commutative_step_count_once() -> None:
