@@ -334,12 +334,15 @@ class DecoderRunner:
         eos_id: int,
         max_new_tokens: int,
         width: int,
+        depth: int | None = None,
     ) -> list[list[tuple[list[int], float]]]:
         """Beam search of ``width`` beams per row from the logits after the prompt.
 
         Returns, per row, its finished sequences (EOS excluded) with their summed
         log-probabilities (EOS included), best first: at most ``width``; a beam still
         open after ``max_new_tokens`` ends there. Every step feeds only the open beams.
+        With ``depth``, the beams open after that many tokens are continued greedily
+        (each step of the beam gathers the whole cache by beam; greedy steps do not).
         """
         batch = first_logits.shape[0]
         logprobs = log_softmax(first_logits)
@@ -366,6 +369,13 @@ class DecoderRunner:
             state = state.take(parents[np.array(keep)])
             last = np.array([tokens[-1] for _, tokens, _ in still], dtype=np.int64)
             logits, state = self.step(last, state)
+            if depth is not None and step + 1 >= depth:
+                generated, logprob = self.greedy(logits, state, eos_id=eos_id,
+                                                 max_new_tokens=max_new_tokens - step - 1)
+                for (row, tokens, lp), more, extra in zip(still, generated, logprob,
+                                                          strict=True):
+                    done[row].append((tokens + more, lp + float(extra)))
+                break
             logprobs = log_softmax(logits)
             expand = top_k(logprobs, width)
             per_row: dict[int, list[tuple[float, int, int]]] = {}

@@ -62,6 +62,10 @@ GROUP_CELLS_PER_CALL = 2**17  # rows x group slots x tokens per span-group class
 KV_BUDGET_BYTES = 512 * 2**20  # cache bytes per decoder call (a 0.5B shape gets fewer rows)
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
+# arg_beam searches the first two argument tokens with a beam and continues each beam
+# greedily: on p46's 1,127 dev steps its best three hold the gold arguments as often as a
+# full beam's (881 vs 880) at 70 % of its decode time (a beam step gathers the cache)
+BEAM_DEPTH = 2
 
 
 ClassifierRunner = DecoderRunner | EncoderClassifierRunner | SpanGroupClassifierRunner
@@ -356,7 +360,7 @@ class Solver:
             if branches > 1 and self.spec.search.arg_beam:
                 found = self.extractor.beam(logits, state, eos_id=self.eos_id,
                                             max_new_tokens=self.spec.max_new_tokens,
-                                            width=branches)
+                                            width=branches, depth=BEAM_DEPTH)
                 self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
                     len(ids) for row in found for ids, _ in row)
                 with _Timer(self.stats, "tokenize"):

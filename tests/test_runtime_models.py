@@ -199,3 +199,26 @@ def test_beam_sequences_are_distinct_sorted_and_scored_by_the_model(solver: Solv
             # a sequence shorter than the limit ended with EOS, whose probability counts
             scored = tokens + [eos] if len(tokens) < 3 else tokens
             assert lp == pytest.approx(_sequence_logprob(solver, prompt, scored), abs=1e-4)
+
+
+def test_a_beam_one_token_deep_is_the_first_token_branches(solver: Solver) -> None:
+    """``depth=1``: the top first tokens, each continued greedily (``arg_readings``
+    without ``arg_beam``), best first."""
+    from mycelium.runtime.solver import branch_first_token
+
+    prompts = [_ids(solver, "extractor", p + "<sep> Q0=12<op> SUB<args>") for p in PROBLEMS]
+    logits, state = solver.extractor.prefill(prompts)
+    eos = int(np.argsort(logits[0])[-2])  # row 0's second first token ends at once
+    found = solver.extractor.beam(logits, state, eos_id=eos, max_new_tokens=4, width=3,
+                                  depth=1)
+    forced, branched, first = branch_first_token(logits, state, 3)
+    generated, logprob = solver.extractor.greedy(forced, branched, eos_id=eos,
+                                                 max_new_tokens=4)
+    for row, beams in enumerate(found):
+        expected = sorted(((generated[row * 3 + b], float(first[row * 3 + b]
+                                                           + logprob[row * 3 + b]))
+                           for b in range(3)), key=lambda item: -item[1])
+        assert [tokens for tokens, _ in beams] == [tokens for tokens, _ in expected]
+        np.testing.assert_allclose([lp for _, lp in beams], [lp for _, lp in expected],
+                                   atol=1e-4)
+    assert [] in [tokens for tokens, _ in found[0]]  # the branch that ended at once
