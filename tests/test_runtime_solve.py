@@ -18,7 +18,14 @@ from mycelium.runtime.cli import main
 from mycelium.runtime.grammar import parse_args
 from mycelium.runtime.manifest import load_manifest
 from mycelium.runtime.models import DecoderState
-from mycelium.runtime.solver import Variant, branch_first_token, describe, distinct_readings, top_k
+from mycelium.runtime.solver import (
+    BEAM_DEPTH,
+    Variant,
+    branch_first_token,
+    describe,
+    distinct_readings,
+    top_k,
+)
 from mycelium.runtime.spec import SEGMENTER_LABELS
 from mycelium.runtime.templates import extractor_suffix
 
@@ -223,7 +230,8 @@ def test_arg_beam_reads_the_beam_search_best_sequences(artifacts: Path) -> None:
         extractor_suffix(beamed.spec.templates, items, op) for _, items, op in rows])
     logits, state = beamed.extractor.prefill(suffixes, prefix.take(np.array([0, 1, 1])))
     found = beamed.extractor.beam(logits, state, eos_id=beamed.eos_id,
-                                  max_new_tokens=beamed.spec.max_new_tokens, width=3)
+                                  max_new_tokens=beamed.spec.max_new_tokens, width=3,
+                                  depth=BEAM_DEPTH)
     decode = beamed.tokenizers["extractor"].decode
     assert len(got) == len(rows)
     for readings, expected in zip(got, found, strict=True):
