@@ -18,7 +18,6 @@ import numpy as np
 from mycelium.runtime import search
 from mycelium.runtime.results import SolveResult, Span
 from mycelium.runtime.solver import Solver
-from mycelium.runtime.spec import group_breadth
 
 Progress = Callable[[str], None]
 SpanLists = Sequence[list[Span]]
@@ -78,6 +77,7 @@ def timed_pass(
         "problems_per_second": len(questions) / seconds if seconds > 0 else None,
         "stage_seconds": dict(solver.stats.seconds),
         "tokens": dict(solver.stats.tokens),
+        "extractor_rows": solver.stats.extractor_rows,
         "results": results,
     }
 
@@ -107,23 +107,21 @@ def per_problem(tokens: dict[str, int], problems: int) -> dict[str, float]:
     return out
 
 
-def search_sizes(solver: Solver, results: Sequence[Any]) -> dict[str, float]:
-    """Mean spans, unique span groups and extractor decode rows (operations x first-token
-    branches per group) per problem (from the results)."""
-    spans = groups = rows = 0
+def search_sizes(solver: Solver, results: Sequence[Any], extractor_rows: int
+                 ) -> dict[str, float]:
+    """Mean spans and unique span groups per problem (from the results), and the extractor
+    decode rows the solver fed (``Stats.extractor_rows``: the (group, operation) readings
+    above ``min_op_prob``, times their branches or beams) per problem."""
+    spans = groups = 0
     for result in results:
         used = search.used_sets([span.used_prob for span in result.spans], solver.spec.search)
         spans += len(result.spans)
-        found = search.unique_groups(used, solver.spec.search)
-        groups += len(found)
-        for group in found:
-            ops, branches, _ = group_breadth(solver.spec.search, group)
-            rows += max(1, min(ops, len(solver.operations))) * branches
+        groups += len(search.unique_groups(used, solver.spec.search))
     count = max(1, len(results))
     return {
         "spans_per_problem": spans / count,
         "groups_per_problem": groups / count,
-        "extractor_rows_per_problem": rows / count,
+        "extractor_rows_per_problem": extractor_rows / count,
     }
 
 
@@ -227,7 +225,7 @@ def measure_pipeline(
         "sweep": sweep_rows,
         "answers": [r.answer_exact for r in results],
         "errors": sum(r.error is not None for r in results),
-        **search_sizes(solver, results),
+        **search_sizes(solver, results, main["extractor_rows"]),
     }
     if profile:
         progress("profiling one batched pass (cProfile; not timed)")

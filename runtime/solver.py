@@ -91,12 +91,14 @@ class Stats:
         default_factory=lambda: {"segmenter": 0, "classifier": 0, "extractor": 0}
     )
     problems: int = 0
+    extractor_rows: int = 0  # (group, operation) readings decoded, times their branches
 
     def reset(self) -> None:
         """Zero every counter."""
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.tokens = {"segmenter": 0, "classifier": 0, "extractor": 0}
         self.problems = 0
+        self.extractor_rows = 0
 
 
 class _Timer:
@@ -349,6 +351,7 @@ class Solver:
             [extractor_suffix(self.spec.templates, items, op) for _, items, op in rows],
         )
         decode = self.tokenizers["extractor"].decode
+        self.stats.extractor_rows += len(rows) * branches
         out: list[list[tuple[str, float]]] = []
         step = self._rows_per_call(self.extractor, prefix, self.spec.max_new_tokens)
         step = max(1, step // branches)

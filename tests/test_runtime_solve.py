@@ -246,6 +246,21 @@ def test_arg_beam_reads_the_beam_search_best_sequences(artifacts: Path) -> None:
         text for text, _ in first]  # the top branch is the greedy reading
 
 
+def test_stats_count_the_extractor_rows_fed(artifacts: Path) -> None:
+    """``Stats.extractor_rows``: every (group, operation) decoded, times its readings;
+    ``min_op_prob`` keeps only the groups' first operations when it is near 1."""
+    questions = ["Tom has 3 apples and buys 4 more.", "Sam has 5 pens and 7 cups."]
+    counts = {}
+    for name, search in (("one", ()), ("two", ("arg_readings=2",)),
+                         ("first_ops", ("min_op_prob=0.999",))):
+        solver = Solver.load(artifacts=artifacts, search=search)
+        solver.solve(questions)
+        counts[name] = solver.stats.extractor_rows
+    ops = Solver.load(artifacts=artifacts).spec.search.ops_per_group
+    assert counts["one"] > 0 and counts["two"] == 2 * counts["one"]
+    assert counts["first_ops"] * ops == counts["one"]
+
+
 def test_reorderings_of_a_commutative_step_count_once() -> None:
     """``MUL Q1 Q0`` after ``MUL Q0 Q1`` is the same step: it is dropped so that the next
     reading with another value gets its place; ``SUB`` keeps both orders."""
