@@ -91,3 +91,17 @@ def fp32_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
 def int8_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path):
     """ExportReport of the tiny checkpoint at int8 (verified)."""
     return _export(tmp_path_factory, tiny_checkpoint, "int8")
+
+
+def with_positions(checkpoint: Path, folder: Path, role: str, positions: int) -> Path:
+    """A copy of ``checkpoint`` in ``folder`` whose ``role`` has a position table of
+    ``positions`` (config.json's max_position_embeddings)."""
+    import json
+    import shutil
+
+    shutil.copytree(checkpoint, folder)
+    path = folder / role / "config.json"
+    config = json.loads(path.read_text())
+    config["max_position_embeddings"] = positions
+    path.write_text(json.dumps(config))
+    return folder

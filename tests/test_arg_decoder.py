@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import exports_once  # noqa: E402
+from conftest import exports_once, with_positions  # noqa: E402
 from test_train_models import write_data  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
@@ -203,12 +203,8 @@ def test_an_extractor_shorter_than_its_inputs_is_refused(encoder_extractor_check
     from mycelium.export.checkpoint import validate_checkpoint
     from mycelium.export.errors import CheckpointError
 
-    short = tmp_path / "short"
-    shutil.copytree(encoder_extractor_checkpoint, short)
-    path = short / "extractor" / "config.json"
-    config = json.loads(path.read_text())
-    config["max_position_embeddings"] = 300  # below 256 + 64 + 12 tokens
-    path.write_text(json.dumps(config))
+    # below 256 + 64 + 12 tokens
+    short = with_positions(encoder_extractor_checkpoint, tmp_path / "short", "extractor", 300)
     with pytest.raises(CheckpointError, match=r"max_position_embeddings 300 is below .*\(332\)"):
         validate_checkpoint(short)
 

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 
-from conftest import exports_once  # noqa: E402
+from conftest import exports_once, with_positions  # noqa: E402
 from test_train_models import write_data  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 from transformers import (  # noqa: E402
@@ -242,12 +242,7 @@ def test_a_classifier_without_cache_must_read_pairs(mixed_exports) -> None:
 
 def test_an_encoder_shorter_than_the_problems_is_refused(mixed_checkpoint: Path,
                                                          tmp_path: Path) -> None:
-    short = tmp_path / "short"
-    shutil.copytree(mixed_checkpoint, short)
-    path = short / "segmenter" / "config.json"
-    config = json.loads(path.read_text())
-    config["max_position_embeddings"] = 128
-    path.write_text(json.dumps(config))
+    short = with_positions(mixed_checkpoint, tmp_path / "short", "segmenter", 128)
     with pytest.raises(CheckpointError, match="max_position_embeddings 128 is below"):
         validate_checkpoint(short)
 
