@@ -27,6 +27,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where a query may attend a key, the dtype's minimum elsewhere (any shape)."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
 def allowed_keys(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Which keys each new query may attend: (B, 1, 1, T, S) bool.
 
@@ -224,7 +230,6 @@ class ArgumentDecoderGraph(nn.Module):
                 position_ids: torch.Tensor, *past: torch.Tensor):
         """``(logits, present.0.key, present.0.value, ...)``; callers left-pad new tokens."""
         allowed = allowed_keys(attention_mask, input_ids.shape[1])[:, :, 0]  # (B, 1, T, S)
-        mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device)
-        mask = mask.masked_fill(~allowed, torch.finfo(mask.dtype).min)
+        mask = additive_mask(allowed, self.model.dtype)
         hidden, presents = self.model.decode(input_ids, mask, position_ids, list(past))
         return (self.model.head(hidden[:, -1]), *presents)

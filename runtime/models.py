@@ -347,13 +347,10 @@ class DecoderRunner:
         batch = first_logits.shape[0]
         logprobs = log_softmax(first_logits)
         top = top_k(logprobs, width)  # (B, k)
-        beams: list[list[tuple[list[int], float]]] = [
-            [([int(t)], float(logprobs[r, t])) for t in top[r]] for r in range(batch)
-        ]
         done: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
         # open beams: (row, tokens, logprob), and the state row each continues from
         parents = np.repeat(np.arange(batch), top.shape[1])
-        open_beams = [(r, tokens, lp) for r in range(batch) for tokens, lp in beams[r]]
+        open_beams = [(r, [int(t)], float(logprobs[r, t])) for r in range(batch) for t in top[r]]
         for step in range(max_new_tokens):
             still, keep = [], []
             for index, (row, tokens, lp) in enumerate(open_beams):

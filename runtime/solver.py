@@ -360,29 +360,24 @@ class Solver:
             state = prefix.take(np.array([rows[i][0] for i in chunk], dtype=np.int64))
             batch = [suffixes[i] for i in chunk]
             logits, state = self.extractor.prefill(batch, state)
+            found: list[list[tuple[list[int], float]]]  # per row: (token ids, logprob)
             if branches > 1 and self.spec.search.arg_beam:
                 found = self.extractor.beam(logits, state, eos_id=self.eos_id,
                                             max_new_tokens=self.spec.max_new_tokens,
                                             width=branches, depth=BEAM_DEPTH)
-                self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
-                    len(ids) for row in found for ids, _ in row)
-                with _Timer(self.stats, "tokenize"):
-                    out.extend([(decode(ids), lp) for ids, lp in row] for row in found)
-                continue
-            first_logprob = 0.0
-            if branches > 1:
-                logits, state, first_logprob = branch_first_token(logits, state, branches)
-            generated, logprob = self.extractor.greedy(
-                logits, state, eos_id=self.eos_id, max_new_tokens=self.spec.max_new_tokens
-            )
-            logprob = logprob + first_logprob
+            else:
+                first_logprob = 0.0
+                if branches > 1:
+                    logits, state, first_logprob = branch_first_token(logits, state, branches)
+                generated, logprob = self.extractor.greedy(
+                    logits, state, eos_id=self.eos_id, max_new_tokens=self.spec.max_new_tokens
+                )
+                pairs = list(zip(generated, (logprob + first_logprob).tolist(), strict=True))
+                found = [pairs[i:i + branches] for i in range(0, len(pairs), branches)]
             self.stats.tokens["extractor"] += sum(len(x) for x in batch) + sum(
-                len(g) for g in generated
-            )
+                len(ids) for row in found for ids, _ in row)
             with _Timer(self.stats, "tokenize"):
-                texts = [(decode(ids), float(lp)) for ids, lp in zip(generated, logprob,
-                                                                    strict=True)]
-                out.extend(texts[i:i + branches] for i in range(0, len(texts), branches))
+                out.extend([(decode(ids), float(lp)) for ids, lp in row] for row in found)
         return out
 
     # ------------------------------------------------------------------ solve

@@ -20,13 +20,13 @@ from conftest import exports_once, with_positions  # noqa: E402
 from test_train_models import write_data  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
+from mycelium.export.wrappers import additive_mask  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
 from mycelium.runtime.manifest import load_manifest  # noqa: E402
 from mycelium.runtime.spec import SolverSpec  # noqa: E402
 from mycelium.train import trainer as T  # noqa: E402
 from mycelium.train.arg_decoder import (  # noqa: E402
     BertForArgumentDecoding,
-    additive_mask,
     argument_decoder,
     argument_tokenizer,
 )

@@ -31,6 +31,8 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
+from mycelium.export.wrappers import additive_mask, allowed_keys
+
 ARGUMENT_DECODER_CLASS = "BertForArgumentDecoding"
 SLOT = "[unused{n}]"  # a BERT vocabulary's unused rows: the grammar tokens start from them
 
@@ -111,12 +113,6 @@ def _remap_post_processor(processor: Any, vocab: dict[str, int]) -> None:
         entry["ids"] = [vocab[token] for token in entry.get("tokens", [])]
 
 
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where a query may attend a key, the dtype's minimum elsewhere (any shape)."""
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)
-
-
 class BertForArgumentDecoding(BertPreTrainedModel):
     """BERT layers as a causal decoder with a KV cache and a head over the first
     ``config.output_tokens`` token ids: ``(input_ids, attention_mask) -> logits``."""
@@ -192,9 +188,7 @@ class BertForArgumentDecoding(BertPreTrainedModel):
         ``logits_to_keep`` only."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        seq = input_ids.shape[1]
-        causal = torch.ones((seq, seq), dtype=torch.bool, device=input_ids.device).tril()
-        allowed = causal[None, None] & (attention_mask[:, None, None, :] > 0)
+        allowed = allowed_keys(attention_mask, input_ids.shape[1])[:, :, 0]  # (B, 1, T, T)
         positions = (torch.cumsum(attention_mask, dim=-1) - 1).clamp(min=0)
         hidden, _ = self.decode(input_ids, additive_mask(allowed, self.dtype), positions)
         if logits_to_keep is not None:

@@ -157,15 +157,15 @@ class Vocab:
 
     @classmethod
     def for_argument_decoder(cls, folder: Path, spec: SolverSpec, texts: list[str]) -> Vocab:
-        """A pretrained encoder's tokenizer with the argument grammar's tokens in its
-        unused slots, its vocabulary cut to what ``texts`` use (``arg_decoder.py``)."""
+        """A pretrained encoder's tokenizer with the argument grammar's tokens first, its
+        vocabulary cut to what ``texts`` use (``arg_decoder.argument_tokenizer``)."""
         from .arg_decoder import argument_tokenizer, grammar_tokens
         from .tokenizer import ARG_TOKENS, WORD_TOKENS
 
         special = [token for key, token in spec.special_tokens.items() if key != "pad"]
-        text, source, outputs = argument_tokenizer((folder / "tokenizer.json").read_text("utf-8"),
-                                          grammar_tokens(special, ARG_TOKENS), texts,
-                                          grammar_tokens(WORD_TOKENS))
+        text, source, outputs = argument_tokenizer(
+            (folder / "tokenizer.json").read_text("utf-8"), grammar_tokens(special, ARG_TOKENS),
+            texts, grammar_tokens(WORD_TOKENS))
         tokenizer = Tokenizer.from_str(text)
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -482,13 +482,11 @@ def packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                   head: torch.nn.Module) -> torch.Tensor:
     """Backbone over packed rows, then the head at the gathered positions only (an
     encoder turned decoder reads them through its ``causal_states``)."""
-    backbone = getattr(model, "causal_states", None) or model.model
-    hidden = backbone(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        **({} if hasattr(model, "causal_states") else {"use_cache": False}),
-    ).last_hidden_state
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if hasattr(model, "causal_states"):
+        hidden = model.causal_states(**inputs).last_hidden_state
+    else:
+        hidden = model.model(**inputs, use_cache=False).last_hidden_state
     return head(hidden[batch["rows"], batch["cols"]])
 
 
