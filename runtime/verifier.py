@@ -1,4 +1,6 @@
-"""A learned answer scorer: a log-linear model over each valid candidate's features.
+"""A learned answer scorer: a log-linear model over each valid candidate's features,
+optionally with one hidden ReLU layer added to its logit (features interact: a short
+program is suspect when a longer candidate computes its answer on the way).
 
 The default scorer ranks candidates by their mean step log-probability alone. The
 verifier adds what the executed program itself shows (how many steps, how many of the
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 from typing import Any
+
+import numpy as np
 
 from mycelium.executor import ExecutionResult
 from mycelium.executor.program import OPERATIONS
@@ -153,23 +157,63 @@ def with_pool_features(
 
 
 @dataclass(frozen=True)
+class HiddenLayer:
+    """The scorer's optional nonlinear part: ``out . relu(weights @ x + bias)`` over the
+    standardized features, added to the linear logit."""
+
+    weights: tuple[tuple[float, ...], ...]  # (units, features)
+    bias: tuple[float, ...]
+    out: tuple[float, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The hidden part's logit for each row of standardized features ``x`` (N, F)."""
+        h = np.maximum(x @ np.asarray(self.weights).T + np.asarray(self.bias), 0.0)
+        return h @ np.asarray(self.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``answer_scorer.hidden``)."""
+        return {
+            "weights": [[round(x, 6) for x in row] for row in self.weights],
+            "bias": [round(x, 6) for x in self.bias],
+            "out": [round(x, 6) for x in self.out],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], features: int) -> HiddenLayer:
+        """Validate the stored form: one row of ``features`` weights, a bias and an output
+        weight per unit."""
+        weights = tuple(tuple(float(x) for x in row) for row in data["weights"])
+        bias = tuple(float(x) for x in data["bias"])
+        out = tuple(float(x) for x in data["out"])
+        if not weights or any(len(row) != features for row in weights) or not (
+                len(bias) == len(out) == len(weights)):
+            raise ValueError(f"answer_scorer.hidden needs units x {features} weights and a "
+                             "bias and an output weight per unit")
+        return cls(weights, bias, out)
+
+
+@dataclass(frozen=True)
 class AnswerScorer:
-    """Weights of the log-linear candidate model (standardized features)."""
+    """Weights of the candidate model over standardized features: a linear logit, plus a
+    one-layer ReLU part when ``hidden`` is set."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     weights: tuple[float, ...]
+    hidden: HiddenLayer | None = None
 
     def logits(self, vectors: Sequence[Sequence[float]]) -> list[float]:
         """One unnormalized log-probability per candidate (``vectors`` in :data:`FEATURES`
         order; the scorer reads its own features among them)."""
-        columns = self._columns
-        return [
-            sum(w * (vector[c] - m) / s for w, c, m, s in zip(self.weights, columns, self.mean,
-                                                             self.scale, strict=True))
-            for vector in vectors
-        ]
+        if not vectors:
+            return []
+        x = np.asarray(vectors, dtype=np.float64)[:, self._columns]
+        x = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        z = x @ np.asarray(self.weights)
+        if self.hidden is not None:
+            z = z + self.hidden(x)
+        return z.tolist()
 
     @cached_property
     def _columns(self) -> list[int]:
@@ -178,12 +222,15 @@ class AnswerScorer:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as stored under ``answer_scorer`` in mycelium.json."""
-        return {
+        out: dict[str, Any] = {
             "features": list(self.features),
             "mean": [round(x, 6) for x in self.mean],
             "scale": [round(x, 6) for x in self.scale],
             "weights": [round(x, 6) for x in self.weights],
         }
+        if self.hidden is not None:
+            out["hidden"] = self.hidden.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnswerScorer:
@@ -198,4 +245,6 @@ class AnswerScorer:
             raise ValueError("answer_scorer needs one mean, scale and weight per feature")
         if any(not s > 0 for s in columns[1]):
             raise ValueError("answer_scorer scales must be positive")
-        return cls(names, *columns)
+        hidden = data.get("hidden")
+        return cls(names, *columns,
+                   HiddenLayer.from_dict(hidden, len(names)) if hidden is not None else None)

@@ -222,3 +222,57 @@ def test_scorer_command_without_signal_is_one_clear_line(tmp_path: Path, fp32_ex
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == (
         "Error: no problem has both a gold-valued and another valid candidate")
+
+
+def test_candidate_programs_are_written_as_solution_text(tmp_path: Path) -> None:
+    from mycelium.runtime.solver import program_record
+    from mycelium.train.program_text import render_program
+
+    result = _run(Step("DIV", (Arg.quantity(0), Arg.quantity(1))),
+                  Step("SUB", (Arg.quantity(2), Arg.result(1))),
+                  Step("AVG", ()))
+    text = render_program(program_record(result, []))
+    assert text == "48/2 = 24\n7-24 = (-17)\n(24+(-17))/2 = (7/2)\n#### 7/2"
+    with pytest.raises(ValueError, match="empty program"):
+        render_program([])
+    problem = ProblemCandidates(3, [[0.0] * len(FEATURES)], [Fraction(7, 2)], Fraction(4), [text])
+    write_cache([problem], tmp_path / "cache.jsonl")
+    assert read_cache(tmp_path / "cache.jsonl")[0].programs == [text]
+
+
+def _xor_problems(count: int) -> list[ProblemCandidates]:
+    """The gold candidate is the one whose two marked features differ: no linear logit
+    ranks it first in both halves ((1,0) beats (1,1) and (0,0) only with w_a > 0 > w_b,
+    (0,1) only with w_b > 0 > w_a)."""
+    a, b = FEATURES.index("constants"), FEATURES.index("quantity_reuse")
+    problems = []
+    for i in range(count):
+        odd = (1.0, 0.0) if i % 2 else (0.0, 1.0)
+        vectors = []
+        for x, y in ((1.0, 1.0), (0.0, 0.0), odd):
+            vector = [0.0] * len(FEATURES)
+            vector[a], vector[b] = x, y
+            vectors.append(vector)
+        problems.append(ProblemCandidates(i, vectors, [Fraction(1), Fraction(2), Fraction(3)],
+                                          Fraction(3)))
+    return problems
+
+
+def test_hidden_units_learn_what_no_linear_scorer_can() -> None:
+    problems = _xor_problems(40)
+    linear = fit(problems, l2=1e-3)
+    assert linear.hidden is None
+    assert pick_accuracy(problems, linear)["picked"] <= 20
+    deep = fit(problems, l2=1e-3, hidden=8)
+    assert pick_accuracy(problems, deep)["picked"] == 40
+    assert cross_fit(problems, folds=4, l2=1e-3, hidden=8)["learned"] == 40
+
+    spec = SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": deep.to_dict()})
+    stored = spec.answer_scorer
+    assert stored is not None and stored.hidden is not None and len(stored.hidden.out) == 8
+    vectors = [vector for p in problems[:2] for vector in p.vectors]
+    assert stored.logits(vectors) == pytest.approx(deep.logits(vectors), abs=1e-4)
+    ragged = deep.to_dict()
+    ragged["hidden"] = {**ragged["hidden"], "out": ragged["hidden"]["out"][:-1]}
+    with pytest.raises(ArtifactsError, match="hidden"):
+        SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": ragged})

@@ -64,6 +64,8 @@ def data(
 @click.option("--limit", default=None, type=click.IntRange(1), help="First N problems only.")
 @click.option("--l2", default=1e-2, show_default=True, type=click.FloatRange(0),
               help="L2 penalty on the standardized weights.")
+@click.option("--hidden", default=0, show_default=True, type=click.IntRange(0),
+              help="ReLU units added to the linear logit (0: log-linear only).")
 @click.option("--search", "search", multiple=True, metavar="KEY=VALUE",
               help="Search settings while collecting (as `mycelium-rt solve --search`).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(0),
@@ -72,14 +74,15 @@ def data(
               help="Store the fitted scorer in the artifacts' manifest (answer_scorer).")
 def scorer(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
-    limit: int | None, l2: float, search: tuple[str, ...], folds: int, write: bool,
+    limit: int | None, l2: float, hidden: int, search: tuple[str, ...], folds: int,
+    write: bool,
 ) -> None:
     """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
     from .scorer import fit_scorer_command
 
     try:
         fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,
-                           click.echo, folds=folds)
+                           click.echo, folds=folds, hidden=hidden)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
