@@ -206,6 +206,15 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         programs = result.trace["candidate_programs"]
         assert [program[-1]["result"] for program in programs] == [
             str(value) for value in result.trace["valid_values"]]
+    # the same preference from a hidden unit alone (a ReLU of the magnitude, weighed by out)
+    from mycelium.runtime.verifier import HiddenLayer
+
+    unit = tuple(1.0 if i == magnitude else 0.0 for i in range(len(FEATURES)))
+    for out, answer in ((50.0, 672), (-50.0, 57)):
+        scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
+                              (0.0,) * len(FEATURES), HiddenLayer((unit,), (0.0,), (out,)))
+        solver.spec = replace(solver.spec, answer_scorer=scorer)
+        assert solver._choose("p", spans, sets, readings).answer == answer
 
 
 def test_scorer_command_without_signal_is_one_clear_line(tmp_path: Path, fp32_export) -> None:
@@ -272,6 +281,12 @@ def test_hidden_units_learn_what_no_linear_scorer_can() -> None:
     assert stored is not None and stored.hidden is not None and len(stored.hidden.out) == 8
     vectors = [vector for p in problems[:2] for vector in p.vectors]
     assert stored.logits(vectors) == pytest.approx(deep.logits(vectors), abs=1e-4)
+    pair = fit(problems, l2=1e-3, hidden=8, members=2)
+    second = fit(problems, l2=1e-3, hidden=8, seed=1)
+    assert len(pair.hidden.out) == 16
+    assert pair.logits(vectors) == pytest.approx(
+        [(x + y) / 2 for x, y in zip(deep.logits(vectors), second.logits(vectors), strict=True)],
+        abs=1e-9)
     ragged = deep.to_dict()
     ragged["hidden"] = {**ragged["hidden"], "out": ragged["hidden"]["out"][:-1]}
     with pytest.raises(ArtifactsError, match="hidden"):

@@ -66,6 +66,8 @@ def data(
               help="L2 penalty on the standardized weights.")
 @click.option("--hidden", default=0, show_default=True, type=click.IntRange(0),
               help="ReLU units added to the linear logit (0: log-linear only).")
+@click.option("--members", default=1, show_default=True, type=click.IntRange(1),
+              help="With --hidden: fit this many from successive seeds and average them.")
 @click.option("--search", "search", multiple=True, metavar="KEY=VALUE",
               help="Search settings while collecting (as `mycelium-rt solve --search`).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(0),
@@ -74,15 +76,15 @@ def data(
               help="Store the fitted scorer in the artifacts' manifest (answer_scorer).")
 def scorer(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
-    limit: int | None, l2: float, hidden: int, search: tuple[str, ...], folds: int,
-    write: bool,
+    limit: int | None, l2: float, hidden: int, members: int, search: tuple[str, ...],
+    folds: int, write: bool,
 ) -> None:
     """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
     from .scorer import fit_scorer_command
 
     try:
         fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,
-                           click.echo, folds=folds, hidden=hidden)
+                           click.echo, folds=folds, hidden=hidden, members=members)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

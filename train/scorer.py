@@ -157,14 +157,18 @@ def _adam(params: list[np.ndarray], lr: float) -> Callable[[list[np.ndarray]], N
 
 def fit(
     problems: Sequence[ProblemCandidates], l2: float = 1e-3, steps: int | None = None,
-    lr: float = 0.05, hidden: int = 0, seed: int = 0,
+    lr: float = 0.05, hidden: int = 0, seed: int = 0, members: int = 1,
 ) -> AnswerScorer:
     """Fit the conditional logit: maximize log P(the gold value) per problem.
 
     ``hidden`` > 0 adds that many ReLU units whose output joins the linear logit (started
-    small and random from ``seed``; the linear part starts from the default ranking).
+    small and random from ``seed``; the linear part starts from the default ranking);
+    ``members`` > 1 fits that many from seeds ``seed``, ``seed + 1``, ... and averages them
+    (:func:`average`).
     Full-batch Adam (``steps``: 600 for the linear model, 1,500 with hidden units, at a
     fifth of the learning rate); the L2 penalty covers every weight but the biases."""
+    if members > 1 and hidden:
+        return average([fit(problems, l2, steps, lr, hidden, seed + k) for k in range(members)])
     steps = steps if steps is not None else (1500 if hidden else 600)
     batch = _stack(problems)
     mean = batch.x.mean(axis=0)
@@ -196,6 +200,23 @@ def fit(
                          tuple(out.tolist())) if hidden else None)
     return AnswerScorer(FEATURES, tuple(mean.tolist()), tuple(scale.tolist()),
                         tuple(w.tolist()), layer)
+
+
+def average(scorers: Sequence[AnswerScorer]) -> AnswerScorer:
+    """One scorer whose logit is the mean of ``scorers``' logits (fitted on the same
+    problems, so they share the standardization): the linear weights averaged, the hidden
+    units side by side with their output weights divided by the count."""
+    first, count = scorers[0], len(scorers)
+    if any(s.features != first.features or s.mean != first.mean or s.scale != first.scale
+           or s.hidden is None for s in scorers):
+        raise ValueError("only scorers with hidden units fitted on the same problems average")
+    layers = [s.hidden for s in scorers if s.hidden is not None]
+    return AnswerScorer(
+        first.features, first.mean, first.scale,
+        tuple(np.mean([s.weights for s in scorers], axis=0).tolist()),
+        HiddenLayer(tuple(row for layer in layers for row in layer.weights),
+                    tuple(b for layer in layers for b in layer.bias),
+                    tuple(o / count for layer in layers for o in layer.out)))
 
 
 def picked(
@@ -237,6 +258,7 @@ def pick_accuracy(
 def cross_fit(
     problems: Sequence[ProblemCandidates], folds: int, l2: float,
     prior: Mapping[str, float] | None = None, temperature: float = 1.0, hidden: int = 0,
+    members: int = 1,
 ) -> dict[str, Any]:
     """Each fold answered by a scorer fitted on the other folds, paired with the default.
 
@@ -248,7 +270,7 @@ def cross_fit(
     for fold in range(folds):
         held = [p for k, p in enumerate(problems) if k % folds == fold]
         scorer = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=l2,
-                     hidden=hidden)
+                     hidden=hidden, members=members)
         for problem in held:
             if not problem.values:
                 continue
@@ -287,7 +309,7 @@ def store_scorer(artifacts: Path, scorer: AnswerScorer) -> Path:
 def fit_scorer_command(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
     limit: int | None, l2: float, search: Sequence[str], write: bool,
-    log: Callable[[str], None] = print, folds: int = 0, hidden: int = 0,
+    log: Callable[[str], None] = print, folds: int = 0, hidden: int = 0, members: int = 1,
 ) -> AnswerScorer:
     """`mycelium-train scorer`: collect (or read) candidates, fit, report, maybe store."""
     from mycelium.runtime.solver import Solver
@@ -299,8 +321,8 @@ def fit_scorer_command(
     problems = _candidates(solver, data, split, cache, limit, log)
     if folds > 1:
         log(f"{split}, {folds}-fold cross-fitted: "
-            f"{cross_fit(problems, folds, l2, hidden=hidden, **default)}")
-    scorer = fit(problems, l2=l2, hidden=hidden)
+            f"{cross_fit(problems, folds, l2, hidden=hidden, members=members, **default)}")
+    scorer = fit(problems, l2=l2, hidden=hidden, members=members)
     log(f"{split} (fitted on): default {pick_accuracy(problems, None, **default)}, "
         f"learned {pick_accuracy(problems, scorer)}")
     if eval_split is not None:
