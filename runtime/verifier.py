@@ -167,8 +167,12 @@ class HiddenLayer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The hidden part's logit for each row of standardized features ``x`` (N, F)."""
-        h = np.maximum(x @ np.asarray(self.weights).T + np.asarray(self.bias), 0.0)
-        return h @ np.asarray(self.out)
+        weights, bias, out = self._arrays
+        return np.maximum(x @ weights.T + bias, 0.0) @ out
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.asarray(self.weights), np.asarray(self.bias), np.asarray(self.out)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``answer_scorer.hidden``)."""
