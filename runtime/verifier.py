@@ -212,12 +212,16 @@ class AnswerScorer:
         order; the scorer reads its own features among them)."""
         if not vectors:
             return []
-        x = np.asarray(vectors, dtype=np.float64)[:, self._columns]
-        x = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        z = x @ np.asarray(self.weights)
+        mean, scale, weights = self._arrays
+        x = (np.asarray(vectors, dtype=np.float64)[:, self._columns] - mean) / scale
+        z = x @ weights
         if self.hidden is not None:
             z = z + self.hidden(x)
         return z.tolist()
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.asarray(self.mean), np.asarray(self.scale), np.asarray(self.weights)
 
     @cached_property
     def _columns(self) -> list[int]:

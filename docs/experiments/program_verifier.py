@@ -34,7 +34,7 @@ from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
 from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.verifier import AnswerScorer
-from mycelium.train.scorer import ProblemCandidates
+from mycelium.train.scorer import ProblemCandidates, picked
 from mycelium.train.trainer import PackedItem, Vocab, _to, collate_packed, packed_logits
 
 PROGRAM_TEMPLATE = "<sep>{program}<cls>"
@@ -75,10 +75,6 @@ def build_verifier(extractor: Path) -> Qwen2ForSequenceClassification:
     return model
 
 
-def _item(question: list[int], blocks: list[list[int]], labels: list[int]) -> PackedItem:
-    return PackedItem(question, blocks, labels)
-
-
 def listwise_loss(scores: torch.Tensor, rows: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -log(the softmax mass of the row's positive blocks)."""
     losses = []
@@ -100,9 +96,8 @@ class VerifierData:
         self.blocks = [[program_block(vocab, spec, text) for text in p.programs]
                        for p in self.problems]
         self.positive = [[v == p.gold for v in p.values] for p in self.problems]
-        self.prior = [np.asarray(scorer.logits(p.vectors) if scorer is not None else [])
-                      if scorer is not None and p.vectors else np.zeros(len(p.values))
-                      for p in self.problems]
+        self.prior = [np.asarray(scorer.logits(p.vectors)) if scorer is not None
+                      else np.zeros(len(p.values)) for p in self.problems]
 
     def trainable(self) -> list[int]:
         """Problems with at least one positive and one negative candidate."""
@@ -119,13 +114,13 @@ class VerifierData:
         positives = [i for i, pos in enumerate(self.positive[index]) if pos]
         if not any(self.positive[index][i] for i in chosen):
             chosen[-1] = rng.choice(positives)
-        return _item(self.questions[index], [self.blocks[index][i] for i in chosen],
-                     [int(self.positive[index][i]) for i in chosen])
+        return PackedItem(self.questions[index], [self.blocks[index][i] for i in chosen],
+                          [int(self.positive[index][i]) for i in chosen])
 
     def whole(self, index: int) -> PackedItem:
         """Every candidate of a problem."""
-        return _item(self.questions[index], self.blocks[index],
-                     [int(x) for x in self.positive[index]])
+        return PackedItem(self.questions[index], self.blocks[index],
+                          [int(x) for x in self.positive[index]])
 
 
 def score_all(model: torch.nn.Module, data: VerifierData, pad: int, device: torch.device,
@@ -146,23 +141,13 @@ def score_all(model: torch.nn.Module, data: VerifierData, pad: int, device: torc
     return out
 
 
-def pooled_pick(logits: np.ndarray, values: Sequence[object]) -> object | None:
-    """The value with the most softmax mass over its candidates (as the runtime picks)."""
-    if len(logits) == 0:
-        return None
-    weights = np.exp(logits - logits.max())
-    mass: dict[object, float] = {}
-    for value, weight in zip(values, weights, strict=True):
-        mass[value] = mass.get(value, 0.0) + float(weight)
-    return max(mass, key=mass.__getitem__)
-
-
 def pick_counts(data: VerifierData, scores: list[np.ndarray],
                 weights: Sequence[float]) -> dict[float, int]:
-    """Problems solved when picking by scorer logit + w * verifier score, per w."""
+    """Problems solved when picking by scorer logit + w * verifier score, per w (pooled
+    per value as the runtime picks)."""
     out = {}
     for w in weights:
-        out[w] = sum(pooled_pick(prior + w * s, p.values) == p.gold
+        out[w] = sum(picked(p, prior + w * s) == p.gold
                      for prior, s, p in zip(data.prior, scores, data.problems, strict=True))
     return out
 
