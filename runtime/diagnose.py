@@ -15,7 +15,12 @@ attribute. Where a record carries GSM8K's annotated solution, its gold program
 - ``unattributed``: the gold program could not be derived (no usable annotation).
 
 A separate *oracle* pass feeds the gold spans to the rest of the pipeline; its
-accuracy is labelled as an oracle figure and never mixed with the real one.
+accuracy is labelled as an oracle figure and never mixed with the real one. For that
+pass, :func:`gold_reading_reach` also says how far the models' readings came towards the
+gold program (the gold value among the executed candidates; every gold step kept but the
+program not executed; a gold step read but cut by ``readings_per_group``; the operation
+read but not its arguments; the operation not read), which separates what a wider or
+better-ordered search could win from what only better specialists can.
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ from .grammar import canonical_text
 from .quantities import parse_quantity
 from .records import parse_line
 from .results import SolveResult, Span
+from .solver import distinct_readings
+from .spec import SearchSpec, group_breadth
 
+READING_REACH = (
+    "gold_value_among_candidates",  # a valid candidate reached the gold value
+    "gold_readings_kept",  # every gold step among its group's kept readings, not executed
+    "gold_reading_cut",  # a gold step read, but below the readings the search keeps
+    "arguments_not_read",  # the gold operation read for a group, not its arguments
+    "operation_not_read",  # a gold step's operation not among its group's readings
+)
 CATEGORIES = (
     "correct",
     "segmentation",
@@ -110,6 +124,31 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
 
 
+def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Any,
+                       search: SearchSpec) -> str:
+    """How far the readings came towards a reachable gold program (:data:`READING_REACH`):
+    the gold value among the valid candidates, else the worst of the gold steps."""
+    if result.trace and gold in result.trace.get("valid_values", []):
+        return READING_REACH[0]
+    worst = 1
+    variants = (result.trace or {}).get("variants", {})
+    for step in derivation.program:
+        if not step.args:  # a template tail: no model reading
+            continue
+        group = tuple(step.group)
+        readings = distinct_readings(variants.get(group, []))
+        same_op = [k for k, v in enumerate(readings) if v.op == step.op]
+        rank = next((k for k in same_op
+                     if _same_arguments(step.op, readings[k].text, step.args)), None)
+        if not same_op:
+            return READING_REACH[4]
+        if rank is None:
+            worst = max(worst, 3)
+        elif rank >= group_breadth(search, group)[2]:
+            worst = max(worst, 2)
+    return READING_REACH[worst]
+
+
 def _same_arguments(op: str, text: str | None, gold: list[str]) -> bool:
     """Whether the model's argument text is the gold step (any order for ADD and MUL)."""
     return text is not None and canonical_text(op, text) == canonical_text(op, " ".join(gold))
@@ -139,6 +178,7 @@ def run_diagnosis(
     if not rows:
         raise InputError(f"no record of {input_path!r} carries a question and a gold answer")
     counts: Counter[str] = Counter()
+    reach: Counter[str] = Counter()
     oracle_correct = oracle_total = 0
     per_problem = []
     for start in range(0, len(rows), batch_size):
@@ -167,6 +207,9 @@ def run_diagnosis(
                 oracle_correct += oracle_stage == "correct"
                 entry["oracle_gold_spans_stage"] = oracle_stage
                 counts["oracle:" + oracle_stage] += 1
+                entry["oracle_gold_readings"] = gold_reading_reach(
+                    oracle[k], gold, derivations[k], solver.spec.search)
+                reach[entry["oracle_gold_readings"]] += 1
             per_problem.append(entry)
     total = len(rows)
     low, high = wilson_interval(counts["correct"], total)
@@ -180,6 +223,7 @@ def run_diagnosis(
             "problems": oracle_total,
             "accuracy": oracle_correct / oracle_total if oracle_total else None,
             "lost_by_stage": {name: counts["oracle:" + name] for name in CATEGORIES},
+            "gold_readings": {name: reach[name] for name in READING_REACH},
         },
         "search_space_ceiling": {
             "label": "ORACLE: share of problems whose gold program the search can express",

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -447,8 +448,45 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert summary["lost_by_stage"][stage] == 1
     assert summary["oracle_gold_spans"]["label"].startswith("ORACLE")
     assert summary["answer_scorer"] == "default"
-    stages = {p["id"]: p["stage"] for p in json.loads(report.read_text())["problems"]}
+    problems = json.loads(report.read_text())["problems"]
+    stages = {p["id"]: p["stage"] for p in problems}
     assert stages == {"right": "correct", "wrong-op": stage, "plain-gold": "correct"}
+    # the gold SUB reading is the group's second: cut with one reading kept, else executed
+    reach = {p["id"]: p.get("oracle_gold_readings") for p in problems}
+    expected = "gold_reading_cut" if readings == 1 else "gold_value_among_candidates"
+    assert reach == {"right": "gold_value_among_candidates", "wrong-op": expected,
+                     "plain-gold": None}
+    assert summary["oracle_gold_spans"]["gold_readings"][expected] == 1 + (readings == 2)
+
+
+def test_gold_reading_reach_names_the_worst_gold_step() -> None:
+    from types import SimpleNamespace
+
+    from mycelium.runtime.diagnose import gold_reading_reach
+    from mycelium.runtime.results import SolveResult
+    from mycelium.runtime.spec import SearchSpec
+
+    def reading(op: str, text: str, logprob: float) -> Variant:
+        return Variant(op, parse_args(text), logprob, text)
+
+    def step(op: str, args: str, group: tuple[int, ...]) -> SimpleNamespace:
+        return SimpleNamespace(op=op, args=args.split(), group=list(group))
+
+    variants = {(0,): [reading("MUL", "Q0 C2", -0.1), reading("DIV", "Q0 C2", -0.5),
+                       reading("MUL", "Q0 R1", -0.9)],
+                (1,): [reading("ADD", "R1 Q1", -0.2)]}
+    result = SolveResult(id=1, trace={"variants": variants, "valid_values": [Fraction(6)]})
+    search = SearchSpec(readings_per_group=2)
+
+    def reach(*steps: SimpleNamespace, gold: int = 7) -> str:
+        return gold_reading_reach(result, Fraction(gold), SimpleNamespace(program=list(steps)),
+                                  search)
+
+    assert reach(step("MUL", "Q0 C2", (0,)), step("ADD", "Q1 R1", (1,))) == "gold_readings_kept"
+    assert reach(step("MUL", "Q0 R1", (0,))) == "gold_reading_cut"  # third of two kept
+    assert reach(step("MUL", "Q0 C3", (0,)), step("ADD", "Q1 R1", (1,))) == "arguments_not_read"
+    assert reach(step("MUL", "Q0 C3", (0,)), step("SUB", "R1 Q1", (1,))) == "operation_not_read"
+    assert reach(step("SUB", "R1 Q1", (1,)), gold=6) == "gold_value_among_candidates"
 
 
 def test_diagnose_reads_commutative_arguments_in_any_order() -> None:
