@@ -130,23 +130,27 @@ def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Any,
     the gold value among the valid candidates, else the worst of the gold steps."""
     if result.trace and gold in result.trace.get("valid_values", []):
         return READING_REACH[0]
-    worst = 1
     variants = (result.trace or {}).get("variants", {})
+    worst = READING_REACH.index("gold_readings_kept")
     for step in derivation.program:
-        if not step.args:  # a template tail: no model reading
-            continue
-        group = tuple(step.group)
-        readings = distinct_readings(variants.get(group, []))
-        same_op = [k for k, v in enumerate(readings) if v.op == step.op]
-        rank = next((k for k in same_op
-                     if _same_arguments(step.op, readings[k].text, step.args)), None)
-        if not same_op:
-            return READING_REACH[4]
-        if rank is None:
-            worst = max(worst, 3)
-        elif rank >= group_breadth(search, group)[2]:
-            worst = max(worst, 2)
+        if step.args:  # a template tail has no model reading
+            found = variants.get(tuple(step.group), [])
+            worst = max(worst, READING_REACH.index(_step_reach(step, found, search)))
     return READING_REACH[worst]
+
+
+def _step_reach(step: Any, found: list, search: SearchSpec) -> str:
+    """Where one gold step stands among its group's readings (best first, distinct)."""
+    readings = distinct_readings(found)
+    same_op = [k for k, v in enumerate(readings) if v.op == step.op]
+    if not same_op:
+        return "operation_not_read"
+    rank = next((k for k in same_op if _same_arguments(step.op, readings[k].text, step.args)),
+                None)
+    if rank is None:
+        return "arguments_not_read"
+    kept = group_breadth(search, tuple(step.group))[2]
+    return "gold_reading_cut" if rank >= kept else "gold_readings_kept"
 
 
 def _same_arguments(op: str, text: str | None, gold: list[str]) -> bool:

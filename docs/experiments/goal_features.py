@@ -29,6 +29,7 @@ import numpy as np
 
 import mycelium.runtime.verifier as verifier
 import mycelium.train.scorer as scorer
+from mycelium.train.annotations import AnnotationError, find_annotations
 from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
 
 DATA = Path("../shared/data/gsm8k/train.jsonl")
@@ -39,13 +40,10 @@ UNREAD = -10.0  # log-probability of an operation the classifier does not name
 
 def gold_shape(solution: str) -> tuple[int, str | None] | None:
     """(number of annotated steps, the last one's top-level operation) of a solution."""
-    expressions = []
-    rest = solution
-    while "<<" in rest and ">>" in rest[rest.index("<<"):]:
-        start = rest.index("<<")
-        end = rest.index(">>", start)
-        expressions.append(rest[start + 2 : end].split("=")[0])
-        rest = rest[end + 2 :]
+    try:
+        expressions = [body.split("=")[0] for body in find_annotations(solution)]
+    except AnnotationError:
+        return None
     if not expressions:
         return None
     try:
