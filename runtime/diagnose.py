@@ -71,13 +71,14 @@ def gold_value(record: dict[str, Any]) -> Fraction | None:
     return None
 
 
-def _derive(question: str, record: dict[str, Any]) -> Any | None:
+def _derive(question: str, record: dict[str, Any], search: SearchSpec) -> Any | None:
+    """The gold program of a record, fitted to the solver's ``search`` structure."""
     answer = record.get("answer")
     if not isinstance(answer, str) or "<<" not in answer:
         return None
     from mycelium.train.align import derive  # pure Python; needs no torch
 
-    return derive(question, answer)
+    return derive(question, answer, search=search)
 
 
 def _best_readings(result: SolveResult, group: tuple[int, ...], count: int
@@ -189,7 +190,7 @@ def run_diagnosis(
         chunk = rows[start : start + batch_size]
         results = solver.solve([q for _, q, _, _ in chunk], [i for i, _, _, _ in chunk],
                                trace=True)
-        derivations = [_derive(q, raw) for _, q, _, raw in chunk]
+        derivations = [_derive(q, raw, solver.spec.search) for _, q, _, raw in chunk]
         reachable = [k for k, d in enumerate(derivations) if d is not None and d.reachable]
         oracle = {}
         if reachable:

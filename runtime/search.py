@@ -3,7 +3,9 @@
 The segmenter marks every quantity and says how likely the solution uses it.
 The search takes a few *used sets* (the segmenter's reading, then the readings
 with one uncertain span flipped), splits each used set, in text order, into
-consecutive chunks of 1..``max_group_size`` spans (one step per chunk), and may
+consecutive chunks of 1..``max_group_size`` spans (one step per chunk; with
+``group_gap`` a chunk may skip up to that many spans inside, which later chunks
+read: ``(Q0, Q2)`` then ``(Q1)``), and may
 end a candidate with up to ``learned_steps`` tail steps that consume no new span
 (learned: readings of the empty group) or with a bridging template. The chunks'
 steps, and the learned steps, may run in any order (:func:`chunk_orders`, for at
@@ -66,35 +68,52 @@ def used_sets(used_probs: Sequence[float], spec: SearchSpec) -> list[UsedSet]:
     return out
 
 
+def windows(count: int, max_size: int, gap: int = 0) -> Iterator[tuple[int, ...]]:
+    """Positions (of ``count`` used spans) of every group: runs of 1..``max_size``
+    positions that skip at most ``gap`` positions inside (a skipped span belongs to
+    another group: ``(0, 2)`` with span 1 in a group of its own)."""
+    for start in range(count):
+        for size in range(1, max_size + 1):
+            for skip in range(0, gap + 1 if size > 1 else 1):
+                extent = size + skip
+                if start + extent > count:
+                    break
+                for skipped in itertools.combinations(range(start + 1, start + extent - 1),
+                                                      skip):
+                    yield tuple(p for p in range(start, start + extent) if p not in skipped)
+
+
 def unique_groups(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Group]:
     """Every group any candidate may use: windows over each used set, and ()."""
     groups: dict[Group, None] = {}
     for used in sets:
         chosen = used.spans
-        for start in range(len(chosen)):
-            for size in range(1, spec.max_group_size + 1):
-                if start + size <= len(chosen):
-                    groups[chosen[start : start + size]] = None
+        for window in windows(len(chosen), spec.max_group_size, spec.group_gap):
+            groups[tuple(chosen[p] for p in window)] = None
     groups[()] = None
     return list(groups)
 
 
-def compositions(items: Sequence[int], max_part: int) -> Iterator[tuple[Group, ...]]:
-    """Splits of ``items`` into consecutive chunks (at most MAX_COMPOSITIONS)."""
-    count = len(items)
+def compositions(items: Sequence[int], max_part: int, gap: int = 0
+                 ) -> Iterator[tuple[Group, ...]]:
+    """Splits of ``items`` into groups of 1..``max_part`` items, each group a window of
+    :func:`windows` (consecutive items, or with ``gap`` skipping up to that many inside),
+    listed by their first items; at most MAX_COMPOSITIONS splits."""
+    shapes = [w for w in windows(max_part + gap, max_part, gap) if w[0] == 0]
 
-    def split(start: int) -> Iterator[tuple[Group, ...]]:
-        if start == count:
+    def split(free: tuple[int, ...]) -> Iterator[tuple[Group, ...]]:
+        if not free:
             yield ()
             return
-        for size in range(1, max_part + 1):
-            if start + size > count:
-                break
-            head = tuple(items[start : start + size])
-            for rest in split(start + size):
-                yield (head, *rest)
+        first, open_ = free[0], set(free)
+        for shape in shapes:
+            block = tuple(first + offset for offset in shape)
+            if all(p in open_ for p in block):
+                rest = tuple(p for p in free if p not in block)
+                for tail in split(rest):
+                    yield (tuple(items[p] for p in block), *tail)
 
-    for produced, chunks in enumerate(split(0)):
+    for produced, chunks in enumerate(split(tuple(range(len(items))))):
         if produced >= MAX_COMPOSITIONS:
             return
         yield chunks
@@ -108,7 +127,7 @@ def candidates(sets: Sequence[UsedSet], spec: SearchSpec) -> list[Candidate]:
         if not used.spans:
             out.extend(Candidate((), "LEARNED", used.logprob, n) for n in learned)
             continue
-        for chunks in compositions(used.spans, spec.max_group_size):
+        for chunks in compositions(used.spans, spec.max_group_size, spec.group_gap):
             out.append(Candidate(chunks, None, used.logprob))
             out.extend(Candidate(chunks, "LEARNED", used.logprob, n) for n in learned)
             if len(chunks) >= 2:

@@ -65,6 +65,8 @@ class SearchSpec:
     """Bounds of the candidate search."""
 
     max_group_size: int = 3  # spans per chunk
+    # used spans a group may skip inside (another group reads them): (Q0, Q2) and (Q1)
+    group_gap: int = 0
     max_candidates: int = 15  # candidate programs per problem
     max_spans: int = 12  # used spans beyond this are ignored (bounded search)
     used_flips: int = 2  # alternative used sets: the most uncertain spans flipped one at a time
@@ -99,6 +101,9 @@ class SearchSpec:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (as any group) or more, "
                                  f"got {getattr(self, name)}")
+        if self.group_gap < 0:
+            raise ValueError(f"group_gap must be 0 (consecutive spans) or more, "
+                             f"got {self.group_gap}")
         if not self.pool_temperature > 0:
             raise ValueError(f"pool_temperature must be positive, got {self.pool_temperature}")
 

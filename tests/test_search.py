@@ -13,6 +13,7 @@ from mycelium.runtime.search import (
     compositions,
     unique_groups,
     used_sets,
+    windows,
 )
 from mycelium.runtime.spec import SearchSpec
 
@@ -23,6 +24,26 @@ def test_compositions_cover_items_in_order() -> None:
     for chunks in splits:
         assert [i for chunk in chunks for i in chunk] == [0, 2, 3, 5]
         assert all(1 <= len(chunk) <= 3 for chunk in chunks)
+
+
+def test_groups_may_skip_spans_another_group_reads() -> None:
+    assert list(windows(4, 2, 1)) == [(0,), (0, 1), (0, 2), (1,), (1, 2), (1, 3), (2,), (2, 3),
+                                      (3,)]
+    assert list(windows(4, 3, 0)) == [(0,), (0, 1), (0, 1, 2), (1,), (1, 2), (1, 2, 3), (2,),
+                                      (2, 3), (3,)]
+    splits = list(compositions([0, 2, 3, 5], 3, gap=1))
+    assert list(compositions([0, 2, 3, 5], 3)) == [s for s in splits if all(
+        [0, 2, 3, 5].index(g[-1]) - [0, 2, 3, 5].index(g[0]) == len(g) - 1 for g in s)]
+    assert ((0, 3), (2, 5)) in splits and ((0, 3, 5), (2,)) in splits
+    assert len(splits) == len(set(splits)) == 12
+    for chunks in splits:
+        assert sorted(i for chunk in chunks for i in chunk) == [0, 2, 3, 5]
+        assert [chunk[0] for chunk in chunks] == sorted(chunk[0] for chunk in chunks)
+    spec = SearchSpec(group_gap=1)
+    sets = [UsedSet((0, 2, 3, 5), 0.0)]
+    allowed = set(unique_groups(sets, spec))
+    assert all(set(c.chunks) <= allowed for c in candidates(sets, spec))
+    assert (0, 3) in allowed and (0, 5) not in allowed  # one skipped span at most
 
 
 def test_used_sets_start_with_the_reading_and_flip_uncertain_spans() -> None:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mycelium.executor import execute
-from mycelium.runtime.spec import SEGMENTER_LABELS
+from mycelium.runtime.spec import SEGMENTER_LABELS, SearchSpec
 from mycelium.train.align import CONSTANTS, canonical_order, derive, to_executor
 from mycelium.train.annotations import (
     AnnotationError,
@@ -253,6 +253,48 @@ def test_aligned_but_unreachable_keeps_its_gold_program() -> None:
     assert d.aligned and [s.text for s in d.spans] == ["15", "3", "4"]
     assert d.used == [True, True, True]
     assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("ADD", "Q1 R1", [1])]
+
+
+def test_a_group_may_skip_a_span_when_the_search_allows_it() -> None:
+    d = derive(*NONCONTIGUOUS, search=SearchSpec(group_gap=1))
+    assert d.reachable
+    assert _program(d) == [("MUL", "Q0 Q2", [0, 2]), ("ADD", "Q1 R1", [1])]
+    assert execute(to_executor(d.program), [s.value for s in d.spans]).value == 63
+    wide = ("Tom has 15 pens, 3 cups, 2 hats and 4 boxes.",
+            "15*4=<<15*4=60>>60. 60+3=<<60+3=63>>63. 63+2=<<63+2=65>>65\n#### 65")
+    assert derive(*wide, search=SearchSpec(group_gap=1)).reason == "noncontiguous_group"
+    assert _program(derive(*wide, search=SearchSpec(group_gap=2)))[0] == (
+        "MUL", "Q0 Q3", [0, 3])
+
+
+def test_data_command_fits_the_programs_to_the_given_search(tmp_path: Path) -> None:
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n"
+                              for q, a in (NATALIA, NONCONTIGUOUS)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["data", "--data", str(source), "--out", str(out),
+                                       "--vocab-size", "300", "--search", "group_gap=1",
+                                       "--reject-groups"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
+    assert records[1]["reachable"] and records[1]["program"][0]["group"] == [0, 2]
+    coverage = json.loads((out / "coverage.json").read_text())
+    assert coverage["search"] == {"group_gap": 1}
+    rejects = [json.loads(line) for line in (out / "classifier.jsonl").read_text().splitlines()
+               if json.loads(line)["op"] == "NONE" and json.loads(line)["id"] == 1]
+    # the gapped group is a step; the search's other gapped window (none here: 3 spans)
+    assert sorted(tuple(i for i, _ in r["group"]) for r in rejects) == [
+        (), (0,), (0, 1), (0, 1, 2), (1, 2), (2,)]
+
+
+def test_data_command_rejects_an_unknown_search_setting(tmp_path: Path) -> None:
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text(json.dumps({"question": NONCONTIGUOUS[0], "answer": NONCONTIGUOUS[1]})
+                      + "\n")
+    result = CliRunner().invoke(main, ["data", "--data", str(source), "--out",
+                                       str(tmp_path / "out"), "--search", "group_gaps=1"])
+    assert result.exit_code == 2 and "group_gaps=1" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_span_value_read_as_constant_only_when_allowed(text_order_only) -> None:

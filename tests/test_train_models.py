@@ -24,6 +24,7 @@ from mycelium.runtime.spec import (  # noqa: E402
     MARKED_TEMPLATES,
     REJECT,
     SPECIAL_TOKENS,
+    SearchSpec,
     SolverSpec,
     fit_answer_prior,
 )
@@ -223,6 +224,13 @@ def test_training_is_reproducible(data: Path, vocab: T.Vocab) -> None:
         states.append(model.state_dict())
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
+
+
+def test_a_checkpoint_serves_with_the_search_its_data_was_fitted_to(tmp_path: Path) -> None:
+    assert T.data_search(tmp_path) == SearchSpec()  # no coverage.json: the defaults
+    (tmp_path / "coverage.json").write_text(json.dumps(
+        {"search": {"group_gap": 1, "tail_templates": ["AVG"]}}))
+    assert T.data_search(tmp_path) == SearchSpec(group_gap=1, tail_templates=("AVG",))
 
 
 def test_small_models_fit_the_export_budget() -> None:

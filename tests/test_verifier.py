@@ -177,6 +177,13 @@ def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_exp
     assert solver.spec.answer_scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
     results = solver.solve(["Tom has 3 apples and buys 4 more. How many?"], ids=["a"])
     assert results[0].id == "a" and (results[0].answer is None) == (results[0].error is not None)
+    assert solver.spec.search.group_gap == 0  # no --search: the manifest's search is kept
+    # with --search, the candidates' search is stored next to the scorer fitted on them
+    result = CliRunner().invoke(train_main, [
+        "scorer", "--artifacts", str(artifacts), "--data", str(source), "--cache", str(cache),
+        "--search", "group_gap=1", "--write", "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    assert Solver.load(artifacts, "cpu").spec.search.group_gap == 1
 
 
 def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:

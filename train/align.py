@@ -235,13 +235,17 @@ class _Order:
 
 
 def _reorder(
-    steps: Sequence[AlignedStep], answer_step: int, quantities: Sequence[TextQuantity]
+    steps: Sequence[AlignedStep], answer_step: int, quantities: Sequence[TextQuantity],
+    spec: SearchSpec | None = None,
 ) -> tuple[_Order | None, list[int], str]:
-    """Fit the kept steps to the chunk structure; returns (order, used spans, failure).
+    """Fit the kept steps to ``spec``'s chunk structure; returns (order, used spans,
+    failure).
 
     The used spans are global quantity indices in text order; the chunk structure runs
-    over their ranks (unused spans in between are skipped).
+    over their ranks (unused spans in between are skipped). ``spec``: :data:`SEARCH` when
+    None.
     """
+    spec = spec if spec is not None else SEARCH
     keep: set[int] = set()
     stack = [answer_step]
     while stack:
@@ -257,13 +261,13 @@ def _reorder(
     )
     rank = {span: r for r, span in enumerate(used)}
     n = len(used)
-    if n > SEARCH.max_spans:
+    if n > spec.max_spans:
         return None, used, "too_many_spans"
     deps = {j: {a.ref for a in steps[j].args if a.kind == "R"} for j in kept}
     spans_of = {j: {rank[a.ref] for a in steps[j].args if a.kind == "Q"} for j in kept}
     failure = {"depth": -1, "reason": "unreachable"}
     nodes = 0
-    any_order = SEARCH.permute_chunks > 1
+    any_order = spec.permute_chunks > 1
 
     def fail(depth: int, reason: str) -> None:
         if depth > failure["depth"]:
@@ -272,12 +276,12 @@ def _reorder(
     def finish(placed: list[int], groups: list[list[int]]) -> _Order | None:
         learned_inside = sum(1 for group in groups if not group)
         remaining = [j for j in kept if j not in placed]  # gold order: dependencies first
-        if remaining and len(remaining) <= SEARCH.learned_steps - learned_inside:
+        if remaining and len(remaining) <= spec.learned_steps - learned_inside:
             placed, groups = [*placed, *remaining], [*groups, *([[]] * len(remaining))]
             remaining, tail = [], True
         else:
             tail = False
-        if any_order and len(groups) > SEARCH.permute_chunks:
+        if any_order and len(groups) > spec.permute_chunks:
             # more steps than the search permutes: chunks in text order, learned steps last
             starts = [group[0] for group in groups if group]
             chunks = sum(1 for group in groups if group)
@@ -288,7 +292,7 @@ def _reorder(
             return _Order(placed, groups, tail=tail or learned_inside > 0)
         if len(placed) >= 2 and not learned_inside:  # a candidate ends in one or the other
             results = [steps[j].value for j in placed]
-            for name in SEARCH.tail_templates:
+            for name in spec.tail_templates:
                 if _template_value(name, results) == steps[answer_step].value:
                     return _Order(placed, groups, template=name)
         fail(n + 1, "multi_step_tail")
@@ -317,7 +321,7 @@ def _reorder(
             new = sorted(spans_of[j] - covered)
             if not new:
                 span_free_ready = True
-                if any_order and sum(1 for g in groups if not g) < SEARCH.learned_steps:
+                if any_order and sum(1 for g in groups if not g) < spec.learned_steps:
                     # a learned (empty-group) step may run before the last chunk
                     found = search([*placed, j], [*groups, []], covered)
                     if found is not None:
@@ -326,10 +330,10 @@ def _reorder(
             if not any_order and new[0] != first_free:
                 continue
             owner_ready = True
-            if new != list(range(new[0], new[0] + len(new))):
+            if new[-1] - new[0] + 1 - len(new) > spec.group_gap:
                 fail(depth, "noncontiguous_group")
                 continue
-            if len(new) > SEARCH.max_group_size:
+            if len(new) > spec.max_group_size:
                 fail(depth, "group_over_3")
                 continue
             found = search([*placed, j], [*groups, new], covered | set(new))
@@ -419,8 +423,10 @@ def _derive_steps(
     gold: Fraction,
     quantities: list[TextQuantity],
     constant_for_span: bool,
+    search: SearchSpec | None = None,
 ) -> None:
-    """Fill ``out`` from parsed steps: truncate, align, reorder, execute."""
+    """Fill ``out`` from parsed steps: truncate, align, reorder (to ``search``'s
+    structure), execute."""
     if not raw:
         out.reason = "no_annotation"
         return
@@ -435,7 +441,7 @@ def _derive_steps(
     first_reason = None
     try:
         for attempt, aligned in enumerate(alignments(raw, quantities, constant_for_span)):
-            order, used, reason = _reorder(aligned, answer_step, quantities)
+            order, used, reason = _reorder(aligned, answer_step, quantities, search)
             if not out.aligned:  # the preferred alignment's used spans and gold program
                 out.aligned = True
                 out.spans = list(quantities)
@@ -474,7 +480,8 @@ def _derive_steps(
 
 
 def derive(
-    question: str, answer: str, *, plain_fallback: bool = True, constant_for_span: bool = False
+    question: str, answer: str, *, plain_fallback: bool = True, constant_for_span: bool = False,
+    search: SearchSpec | None = None,
 ) -> Derivation:
     """Derive the spans and the search-reachable program of one problem (never raises).
 
@@ -483,7 +490,8 @@ def derive(
     (``Derivation.plain`` tells which attempt won; the reason is the first attempt's).
     ``constant_for_span``: whether a leaf that matches a text number may be read as an
     equal constant instead when that is what makes the program fit the search (off by
-    default: a value that is a text quantity always aligns to a ``Q``).
+    default: a value that is a text quantity always aligns to a ``Q``). ``search``: the
+    runtime search whose structure the program must fit (its groups, orders and tails).
     """
     quantities = scan_quantities(question)
     out = Derivation(spans=list(quantities))
@@ -495,7 +503,7 @@ def derive(
     known = {q.value for q in quantities} | set(CONSTANTS)
     try:
         _derive_steps(out, parse_solution(answer, known.__contains__), gold, quantities,
-                      constant_for_span)
+                      constant_for_span, search)
     except AnnotationError as exc:
         out.reason = f"annotation:{exc.reason}"
     if out.reachable or not plain_fallback:
@@ -503,7 +511,7 @@ def derive(
     retry = Derivation(answer=gold, plain=True, spans=list(quantities))
     try:
         _derive_steps(retry, parse_solution(answer, known.__contains__, plain=True), gold,
-                      quantities, constant_for_span)
+                      quantities, constant_for_span, search)
     except AnnotationError:
         return out
     return retry if retry.reachable else out

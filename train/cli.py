@@ -29,14 +29,25 @@ def main() -> None:
 @click.option("--reject-groups/--no-reject-groups", default=False, show_default=True,
               help="Also give the classifier the groups of reachable problems that are no "
                    "step, labelled NONE (a reject class).")
+@click.option("--search", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Search structure the programs must fit (as `mycelium-rt solve --search`, "
+                   "e.g. group_gap=1); the artifacts trained on it should serve with the same.")
 def data(
     data: Path, out: Path, vocab_size: int, span_constants: bool, unreachable_steps: bool,
-    reject_groups: bool,
+    reject_groups: bool, settings: tuple[str, ...],
 ) -> None:
     """Derive spans, programs, specialist examples, coverage and the tokenizer."""
+    from mycelium.runtime.errors import ArtifactsError
+    from mycelium.runtime.spec import SearchSpec, override_search
+
     from .data import build
 
-    coverage = build(data, out, vocab_size, span_constants, unreachable_steps, reject_groups)
+    try:
+        search = override_search(SearchSpec(), settings)
+    except ArtifactsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--search") from None
+    coverage = build(data, out, vocab_size, span_constants, unreachable_steps, reject_groups,
+                     search)
     for split, figures in coverage["splits"].items():
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,8 @@ def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
         yield base, {**base, "target": " ".join(step["args"])}
 
 
-def reject_records(record: dict[str, Any]) -> Iterator[dict]:
+def reject_records(record: dict[str, Any], search: SearchSpec | None = None
+                   ) -> Iterator[dict]:
     """Classifier records labelled ``REJECT`` for a reachable problem: every group the
     runtime search forms over the gold used spans (``search.unique_groups``, the empty
     group included) that is no step of the gold program."""
@@ -89,7 +91,7 @@ def reject_records(record: dict[str, Any]) -> Iterator[dict]:
     gold = {tuple(sorted(step["group"])) for step in record["program"] if step["args"]}
     texts = [span["text"] for span in record["spans"]]
     offsets = [[span["start"], span["end"]] for span in record["spans"]]
-    for group in unique_groups([UsedSet(used, 0.0)], SearchSpec()):
+    for group in unique_groups([UsedSet(used, 0.0)], search or SearchSpec()):
         if group not in gold:
             yield {"id": record["id"], "split": record["split"],
                    "question": record["question"], "spans": offsets,
@@ -172,6 +174,7 @@ def build(
     span_constants: bool = False,
     unreachable_steps: bool = True,
     reject_groups: bool = False,
+    search: SearchSpec | None = None,
 ) -> dict[str, Any]:
     """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
 
@@ -182,7 +185,10 @@ def build(
     measuring what the search can use).
     ``reject_groups``: also write classifier records labelled ``REJECT`` for the groups
     of reachable problems that are no step (:func:`reject_records`).
+    ``search``: the runtime search whose structure the programs fit (default settings when
+    None; e.g. ``group_gap`` 1 lets a group skip a span another group reads).
     """
+    search = search or SearchSpec()
     out.mkdir(parents=True, exist_ok=True)
     records = []
     derivations = []
@@ -190,11 +196,13 @@ def build(
     corpus = []
     for number, problem in read_problems(data):
         question, answer = str(problem["question"]), str(problem["answer"])
-        derivation = derive(question, answer, constant_for_span=span_constants)
+        derivation = derive(question, answer, constant_for_span=span_constants,
+                            search=search)
         records.append(problem_record(number, question, derivation))
         derivations.append(derivation)
         if derivation.span_as_constant:
-            derivation_strict = derive(question, answer, constant_for_span=False)
+            derivation_strict = derive(question, answer, constant_for_span=False,
+                                       search=search)
             strict.append(derivation_strict.reachable)
         else:
             strict.append(derivation.reachable)
@@ -232,7 +240,7 @@ def build(
                 classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
                 extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")
             if reject_groups and record["reachable"]:
-                for reject in reject_records(record):
+                for reject in reject_records(record, search):
                     split_stats["reject_records"] += 1
                     classifier.write(json.dumps(reject, ensure_ascii=False) + "\n")
 
@@ -241,6 +249,8 @@ def build(
         "span_constants": span_constants,
         "unreachable_steps": unreachable_steps,
         "reject_groups": reject_groups,
+        "search": {name: value for name, value in asdict(search).items()
+                   if value != getattr(SearchSpec(), name)},  # the structure, where not default
         "splits": {split: _finish(stats[split]) for split in SPLITS},
         "tokenizer": {
             "vocab_size": tokenizer.get_vocab_size(),

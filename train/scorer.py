@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from mycelium.executor import format_fraction
 from mycelium.executor.numbers import parse_number
 from mycelium.runtime.diagnose import gold_value
 from mycelium.runtime.scorer import pick_index
+from mycelium.runtime.spec import SearchSpec
 from mycelium.runtime.verifier import FEATURES, AnswerScorer, HiddenLayer
 
 from .data import read_problems, split_of
@@ -297,12 +298,17 @@ def _candidates(
     return problems
 
 
-def store_scorer(artifacts: Path, scorer: AnswerScorer) -> Path:
-    """Write ``scorer`` into the artifacts' manifest as ``mycelium.answer_scorer``."""
+def store_scorer(artifacts: Path, scorer: AnswerScorer,
+                 search: SearchSpec | None = None) -> Path:
+    """Write ``scorer`` into the artifacts' manifest as ``mycelium.answer_scorer``, and
+    ``search`` (the settings its candidates were collected under) as ``mycelium.search``:
+    a scorer serves the search it was fitted on."""
     from mycelium.runtime.manifest import load_manifest, write_manifest
 
     manifest = load_manifest(artifacts, verify=False)
     manifest.mycelium["answer_scorer"] = scorer.to_dict()
+    if search is not None:
+        manifest.mycelium["search"] = asdict(search)
     return write_manifest(manifest, artifacts)
 
 
@@ -332,5 +338,5 @@ def fit_scorer_command(
     log("weights: " + ", ".join(f"{n} {w:+.2f}" for n, w in zip(scorer.features,
                                                                scorer.weights, strict=True)))
     if write:
-        log(f"wrote {store_scorer(artifacts, scorer)}")
+        log(f"wrote {store_scorer(artifacts, scorer, solver.spec.search if search else None)}")
     return scorer

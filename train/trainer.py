@@ -34,7 +34,13 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from mycelium.runtime.spec import MARKED_TEMPLATES, REJECT, SolverSpec, fit_answer_prior
+from mycelium.runtime.spec import (
+    MARKED_TEMPLATES,
+    REJECT,
+    SearchSpec,
+    SolverSpec,
+    fit_answer_prior,
+)
 from mycelium.runtime.templates import classifier_suffix, extractor_suffix, marked_problem
 
 from .models import (
@@ -936,11 +942,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def data_search(data: Path) -> SearchSpec:
+    """The search structure ``data``'s programs were fitted to (``mycelium-train data
+    --search``, recorded in its coverage.json), which the checkpoint then serves with."""
+    coverage = Path(data) / "coverage.json"
+    settings = json.loads(coverage.read_text()).get("search", {}) if coverage.is_file() else {}
+    return replace(SearchSpec(), **{key: tuple(value) if isinstance(value, list) else value
+                                    for key, value in settings.items()})
+
+
 def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[str, Any]:
     """Train the specialists on ``data`` and write the checkpoint folder ``out``."""
     wall = time.perf_counter()
     data, out = Path(data), Path(out)
     spec = SolverSpec(templates=MARKED_TEMPLATES) if config.span_markers else SolverSpec()
+    spec = replace(spec, search=data_search(data))
     seed_everything(config.seed)
     device = resolve_device(config.device)
     tokenizer_path = data / "tokenizer.json"

@@ -1,0 +1,56 @@
+"""Experiment: are two searches' train candidates picked better by the scorer, paired?
+
+`mycelium-train scorer --folds 5` reports one search's cross-fitted picks against the
+default ranking. To compare two searches (or two sets of specialists) on the same train
+problems, this fits the shipped scorer form (hidden 32, members 4, l2 0.01) fold by fold
+on each candidate cache, records per problem whether the held-out pick is the gold value,
+and prints both counts and the exact McNemar p of the problems that changed. The caches
+must list the same problems in the same order (`mycelium-train scorer --cache` files of
+the same data and split). Measured in train/README.md ("Groups that skip a span").
+
+    python docs/experiments/paired_crossfit.py runs/cand_base_train.jsonl \
+        runs/cand_gap1_train.jsonl
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mycelium.runtime.compare import mcnemar_p
+from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
+
+
+def held_out_right(problems: list[ProblemCandidates], folds: int) -> dict[int, bool]:
+    """Per problem id: whether a scorer fitted on the other folds picks its gold value."""
+    right = {}
+    for fold in range(folds):
+        fitted = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=0.01,
+                     hidden=32, members=4)
+        for k, problem in enumerate(problems):
+            if k % folds == fold:
+                right[problem.id] = bool(problem.values) and (
+                    picked(problem, fitted.logits(problem.vectors)) == problem.gold)
+    return right
+
+
+@click.command()
+@click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
+def main(baseline: Path, candidate: Path, folds: int) -> None:
+    """Cross-fitted picks of two candidate caches of the same problems, paired."""
+    before_problems, after_problems = read_cache(baseline), read_cache(candidate)
+    if [p.id for p in before_problems] != [p.id for p in after_problems]:
+        raise click.UsageError("the caches do not list the same problems in the same order")
+    before = held_out_right(before_problems, folds)
+    after = held_out_right(after_problems, folds)
+    gained = sum(after[i] and not before[i] for i in after)
+    lost = sum(before[i] and not after[i] for i in after)
+    click.echo(f"{baseline}: {sum(before.values())}, {candidate}: {sum(after.values())}, "
+               f"gained {gained}, lost {lost}, McNemar p {mcnemar_p(gained, lost):.3g}")
+
+
+if __name__ == "__main__":
+    main()
