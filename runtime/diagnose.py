@@ -11,7 +11,9 @@ attribute. Where a record carries GSM8K's annotated solution, its gold program
 - ``wrong_operation``: a gold group's top operation is not the gold one;
 - ``wrong_arguments``: the operation is right but the extracted arguments are not;
 - ``scorer_picked_wrong``: some valid candidate reached the gold answer, another won;
-- ``outside_search_space``: the gold program is not reachable by the search design;
+- ``outside_search_space``: the gold program is not reachable by the search design
+  (the summary counts why: ``outside_search_space_reasons``, the alignment's reasons
+  such as ``multi_step_tail`` or ``noncontiguous_group``);
 - ``unattributed``: the gold program could not be derived (no usable annotation).
 
 A separate *oracle* pass feeds the gold spans to the rest of the pipeline; its
@@ -184,6 +186,7 @@ def run_diagnosis(
         raise InputError(f"no record of {input_path!r} carries a question and a gold answer")
     counts: Counter[str] = Counter()
     reach: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
     oracle_correct = oracle_total = 0
     per_problem = []
     for start in range(0, len(rows), batch_size):
@@ -206,6 +209,9 @@ def run_diagnosis(
             counts[stage] += 1
             entry = {"id": record_id, "stage": stage, "gold": format_fraction(gold),
                      "answer": result.answer_exact, "error": result.error}
+            if stage == "outside_search_space":  # why the search cannot express it
+                entry["unreachable_reason"] = derivations[k].reason or "unreachable"
+                outside[entry["unreachable_reason"]] += 1
             if k in oracle:
                 oracle_total += 1
                 oracle_stage = attribute(oracle[k], gold, derivations[k])
@@ -223,6 +229,7 @@ def run_diagnosis(
         "accuracy": counts["correct"] / total,
         "accuracy_95ci": [round(low, 4), round(high, 4)],
         "lost_by_stage": {name: counts[name] for name in CATEGORIES},
+        "outside_search_space_reasons": dict(outside.most_common()),
         "oracle_gold_spans": {
             "label": "ORACLE: gold spans fed to the pipeline (reachable problems only)",
             "problems": oracle_total,

@@ -459,6 +459,32 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert summary["oracle_gold_spans"]["gold_readings"][expected] == 1 + (readings == 2)
 
 
+@pytest.mark.parametrize(("gap", "stage"),
+                         [(0, "outside_search_space"), (1, "wrong_operation")])
+def test_diagnose_says_why_the_search_cannot_express_a_problem(
+    artifacts: Path, tmp_path: Path, gap: int, stage: str
+) -> None:
+    """15*4, then +3: the first group skips the second quantity; the gold program is
+    derived for the solver's own search, so with a gap of one it is within reach."""
+    from mycelium.runtime.diagnose import run_diagnosis
+
+    source = tmp_path / "gold.jsonl"
+    source.write_text(json.dumps({
+        "id": "skip", "question": "Tom has 15 pens, 3 cups and 4 boxes. How many in all?",
+        "answer": "15*4=<<15*4=60>>60. 60+3=<<60+3=63>>63\n#### 63"}) + "\n")
+    report = tmp_path / "report.json"
+    summary = run_diagnosis(_fake(artifacts, (f"group_gap={gap}",)), str(source), str(report))
+    assert summary["lost_by_stage"][stage] == 1
+    (problem,) = json.loads(report.read_text())["problems"]
+    if gap == 0:
+        assert summary["outside_search_space_reasons"] == {"noncontiguous_group": 1}
+        assert problem["unreachable_reason"] == "noncontiguous_group"
+    else:
+        assert summary["outside_search_space_reasons"] == {}
+        assert "unreachable_reason" not in problem
+        assert summary["search_space_ceiling"]["value"] == 1.0
+
+
 def test_gold_reading_reach_names_the_worst_gold_step() -> None:
     from types import SimpleNamespace
 
