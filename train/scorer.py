@@ -256,6 +256,23 @@ def pick_accuracy(
     return {"problems": len(problems), "gold_among_candidates": reachable, "picked": right}
 
 
+def held_out_right(
+    problems: Sequence[ProblemCandidates], folds: int, l2: float, hidden: int = 0,
+    members: int = 1,
+) -> list[bool]:
+    """Per problem (in order): whether a scorer fitted on the other ``folds`` - 1 folds
+    (problem ``k`` is in fold ``k % folds``) picks its gold value."""
+    right = [False] * len(problems)
+    for fold in range(folds):
+        scorer = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=l2,
+                     hidden=hidden, members=members)
+        for k in range(fold, len(problems), folds):
+            problem = problems[k]
+            right[k] = bool(problem.values) and (
+                picked(problem, scorer.logits(problem.vectors)) == problem.gold)
+    return right
+
+
 def cross_fit(
     problems: Sequence[ProblemCandidates], folds: int, l2: float,
     prior: Mapping[str, float] | None = None, temperature: float = 1.0, hidden: int = 0,
@@ -268,19 +285,15 @@ def cross_fit(
     from mycelium.runtime.compare import mcnemar_p
 
     default_right = learned_right = gained = lost = 0
-    for fold in range(folds):
-        held = [p for k, p in enumerate(problems) if k % folds == fold]
-        scorer = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=l2,
-                     hidden=hidden, members=members)
-        for problem in held:
-            if not problem.values:
-                continue
-            was = _default_pick(problem, prior, temperature) == problem.gold
-            now = picked(problem, scorer.logits(problem.vectors)) == problem.gold
-            default_right += was
-            learned_right += now
-            gained += now and not was
-            lost += was and not now
+    learned = held_out_right(problems, folds, l2, hidden, members)
+    for problem, now in zip(problems, learned, strict=True):
+        if not problem.values:
+            continue
+        was = _default_pick(problem, prior, temperature) == problem.gold
+        default_right += was
+        learned_right += now
+        gained += now and not was
+        lost += was and not now
     return {"folds": folds, "default": default_right, "learned": learned_right,
             "gained": gained, "lost": lost, "mcnemar_p": float(f"{mcnemar_p(gained, lost):.3g}")}
 

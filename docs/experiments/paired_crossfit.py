@@ -19,20 +19,7 @@ from pathlib import Path
 import click
 
 from mycelium.runtime.compare import mcnemar_p
-from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
-
-
-def held_out_right(problems: list[ProblemCandidates], folds: int) -> dict[int, bool]:
-    """Per problem id: whether a scorer fitted on the other folds picks its gold value."""
-    right = {}
-    for fold in range(folds):
-        fitted = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=0.01,
-                     hidden=32, members=4)
-        for k, problem in enumerate(problems):
-            if k % folds == fold:
-                right[problem.id] = bool(problem.values) and (
-                    picked(problem, fitted.logits(problem.vectors)) == problem.gold)
-    return right
+from mycelium.train.scorer import held_out_right, read_cache
 
 
 @click.command()
@@ -44,11 +31,12 @@ def main(baseline: Path, candidate: Path, folds: int) -> None:
     before_problems, after_problems = read_cache(baseline), read_cache(candidate)
     if [p.id for p in before_problems] != [p.id for p in after_problems]:
         raise click.UsageError("the caches do not list the same problems in the same order")
-    before = held_out_right(before_problems, folds)
-    after = held_out_right(after_problems, folds)
-    gained = sum(after[i] and not before[i] for i in after)
-    lost = sum(before[i] and not after[i] for i in after)
-    click.echo(f"{baseline}: {sum(before.values())}, {candidate}: {sum(after.values())}, "
+    shipped = {"l2": 0.01, "hidden": 32, "members": 4}
+    before = held_out_right(before_problems, folds, **shipped)
+    after = held_out_right(after_problems, folds, **shipped)
+    gained = sum(now and not was for was, now in zip(before, after, strict=True))
+    lost = sum(was and not now for was, now in zip(before, after, strict=True))
+    click.echo(f"{baseline}: {sum(before)}, {candidate}: {sum(after)}, "
                f"gained {gained}, lost {lost}, McNemar p {mcnemar_p(gained, lost):.3g}")
 
 
