@@ -59,7 +59,8 @@ class ModelCheckpoint:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A validated checkpoint: mycelium.json and the three models."""
+    """A validated checkpoint: mycelium.json and its models (all three unless validated
+    with ``optional``)."""
 
     root: Path
     spec: SolverSpec
@@ -245,13 +246,19 @@ def _validate_model(root: Path, role: Role, spec: SolverSpec) -> ModelCheckpoint
     return ModelCheckpoint(role, folder, config, arch, labels, tokenizer, special, found[0])
 
 
-def validate_checkpoint(root: str | Path) -> Checkpoint:
-    """Check the whole checkpoint contract without loading weights."""
+def validate_checkpoint(root: str | Path, optional: bool = False) -> Checkpoint:
+    """Check the whole checkpoint contract without loading weights; with ``optional``, a
+    missing model sub-folder is left out of ``models`` (``--reuse`` supplies it) rather
+    than refused, though at least one must be there."""
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"checkpoint: folder not found: {root}")
     spec, raw = _read_spec(root)
-    models = {name: _validate_model(root, role, spec) for name, role in ROLES.items()}
+    present = {name: role for name, role in ROLES.items()
+               if not optional or (root / name).exists()}
+    if not present:
+        raise CheckpointError(f"checkpoint: no model sub-folder ({', '.join(ROLES)}) in {root}")
+    models = {name: _validate_model(root, role, spec) for name, role in present.items()}
     return Checkpoint(root, spec, raw, models)
 
 

@@ -25,18 +25,22 @@ from .verify import format_table
               help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}).")
 @click.option("--force", is_flag=True, help="Replace an existing artifacts folder.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime-vs-PyTorch parity check.")
+@click.option("--reuse", type=click.Path(path_type=Path), default=None, metavar="ARTIFACTS",
+              help="Take each model the checkpoint lacks from this artifacts folder, as "
+                   "exported there (re-export one retrained specialist).")
 def main(checkpoint: Path, output: Path, precision: str, opset: int, force: bool,
-         no_verify: bool) -> None:
+         no_verify: bool, reuse: Path | None) -> None:
     """Export a Mycelium CHECKPOINT (segmenter, classifier, extractor) to ONNX artifacts.
 
     CHECKPOINT holds mycelium.json and the segmenter/, classifier/ and extractor/
-    folders (save_pretrained, safetensors, tokenizer.json). The artifacts folder
-    gets the three graphs, their tokenizers and manifest.json, the only input of
-    mycelium-rt. Progress goes to stderr; the parity table and a summary to stdout.
+    folders (save_pretrained, safetensors, tokenizer.json); with --reuse it may lack
+    some of them. The artifacts folder gets the three graphs, their tokenizers and
+    manifest.json, the only input of mycelium-rt. Progress goes to stderr; the parity
+    table and a summary to stdout.
     """
     try:
         report = export_checkpoint(checkpoint, output, precision=precision, opset=opset,
-                                   force=force, verify=not no_verify)
+                                   force=force, verify=not no_verify, reuse=reuse)
     except ParityError as exc:
         click.echo(format_table(exc.rows), err=True)
         raise click.ClickException(str(exc)) from None

@@ -26,6 +26,8 @@ from .manifest_builder import build_manifest, model_spec
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
 from .output import Staging, check_destination
 from .quantize import TRACE_DTYPES, check_precision, convert
+from .registry import ROLES
+from .reuse import copy_reused, open_reused
 from .verify import (
     GREEDY_STEPS,
     ParityRow,
@@ -148,8 +150,11 @@ def _export_model(model: ModelCheckpoint, staging: Staging, precision: str, opse
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = "fp32",
                       opset: int = DEFAULT_OPSET, force: bool = False, verify: bool = True,
-                      log: Log | None = None) -> ExportReport:
+                      log: Log | None = None, reuse: str | Path | None = None) -> ExportReport:
     """Export a checkpoint folder to an artifacts folder; see docs/ARCHITECTURE.md.
+
+    ``reuse``: an artifacts folder that supplies each model the checkpoint lacks, copied
+    as exported there (:mod:`mycelium.export.reuse`).
 
     Raises :class:`~mycelium.export.errors.CheckpointError` for a checkpoint
     that breaks the contract, :class:`~mycelium.export.errors.ParityError`
@@ -162,13 +167,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
     check_opset(opset)
     check_destination(out, force)
     progress(f"validating checkpoint {checkpoint} ...")
-    ckpt = validate_checkpoint(checkpoint)
+    ckpt = validate_checkpoint(checkpoint, optional=reuse is not None)
+    lacking = [name for name in ROLES if name not in ckpt.models]
+    reused = open_reused(Path(reuse), lacking, precision, ckpt.spec) if reuse is not None else None
     staging = Staging(out)
     try:
         specs, rows = {}, []
-        for name, model in ckpt.models.items():
-            specs[name], row = _export_model(model, staging, precision, opset, verify,
-                                             ckpt.spec, progress)
+        for name in ROLES:
+            if name in ckpt.models:
+                specs[name], row = _export_model(ckpt.models[name], staging, precision, opset,
+                                                 verify, ckpt.spec, progress)
+            else:
+                assert reused is not None and reuse is not None
+                progress(f"copying {name} from {reuse} ...")
+                specs[name], row = copy_reused(name, reused, Path(reuse), staging.folder)
             rows.append(row)
         failed = [row for row in rows if row.status == "FAIL"]
         if failed:

@@ -342,3 +342,59 @@ def test_parity_failures_are_collected(tiny_checkpoint: Path, tmp_path: Path,
     assert "status" in result.output  # the table went to stderr
     assert not (tmp_path / "art").exists()  # nothing published
     assert not list(tmp_path.glob(".art.*"))  # staging and scratch removed
+
+
+# --- --reuse: re-export one specialist, take the others from artifacts -----------------------
+
+def test_reuse_takes_the_missing_models(fp32_export, tiny_checkpoint: Path,
+                                        tmp_path: Path) -> None:
+    partial = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, partial)
+    shutil.rmtree(partial / "segmenter")
+    shutil.rmtree(partial / "extractor")
+    out = tmp_path / "art"
+    result = run_cli(partial, "-o", out, "--reuse", fp32_export.output)
+    assert result.exit_code == 0, result.output
+    manifest, before = load_manifest(out), fp32_export.manifest
+    for role in ("segmenter", "extractor"):  # copied byte for byte, parity row noted
+        assert manifest.models[role] == before.models[role]
+        assert (out / f"{role}.onnx").read_bytes() == (
+            fp32_export.output / f"{role}.onnx").read_bytes()
+        assert manifest.parity[role]["note"] == f"reused from {fp32_export.output}"
+        assert manifest.parity[role]["status"] == before.parity[role]["status"]
+    assert manifest.parity["classifier"]["status"] == "ok"  # exported and verified here
+    assert "note" not in manifest.parity["classifier"]
+    assert "copying segmenter from" in result.output
+
+
+@pytest.mark.parametrize("setup, pattern", [
+    ("no_reuse", "checkpoint: missing sub-folder classifier/ in"),
+    ("empty", "no model sub-folder (segmenter, classifier, extractor)"),
+    ("precision", "its models are fp32, this export is int8 (pass --precision fp32)"),
+    ("not_artifacts", "artifacts: no manifest.json in"),
+    ("label", "classifier label 'ADD' is not in the checkpoint's mycelium.json"),
+])
+def test_reuse_refusals(setup: str, pattern: str, fp32_export, tiny_checkpoint: Path,
+                        tmp_path: Path) -> None:
+    partial = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, partial)
+    shutil.rmtree(partial / "classifier")
+    args = ["--reuse", str(fp32_export.output)]
+    if setup == "no_reuse":
+        args = []
+    elif setup == "empty":
+        shutil.rmtree(partial / "segmenter")
+        shutil.rmtree(partial / "extractor")
+    elif setup == "precision":
+        args += ["--precision", "int8"]
+    elif setup == "not_artifacts":
+        args = ["--reuse", str(tmp_path)]
+    elif setup == "label":  # the checkpoint's operations no longer include the reused labels
+        spec = json.loads((partial / "mycelium.json").read_text())
+        labels = fp32_export.manifest.models["classifier"].labels
+        spec["operations"] = [op for op in spec["operations"] if op != "ADD"]
+        assert "ADD" in labels
+        (partial / "mycelium.json").write_text(json.dumps(spec))
+    line = error_line(run_cli(partial, "-o", tmp_path / "art", *args))
+    assert pattern in line, line
+    assert not (tmp_path / "art").exists()
