@@ -287,6 +287,19 @@ def test_data_command_fits_the_programs_to_the_given_search(tmp_path: Path) -> N
         (), (0,), (0, 1), (0, 1, 2), (1, 2), (2,)]
 
 
+def test_data_command_reject_flips_needs_reject_groups(tmp_path: Path) -> None:
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text(json.dumps({"question": NATALIA[0], "answer": NATALIA[1]}) + "\n")
+    args = ["data", "--data", str(source), "--out", str(tmp_path / "out"), "--vocab-size",
+            "300", "--reject-flips"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "needs --reject-groups" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, [*args, "--reject-groups"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "coverage.json").read_text())["reject_flips"]
+
+
 def test_data_command_rejects_an_unknown_search_setting(tmp_path: Path) -> None:
     source = tmp_path / "gsm8k.jsonl"
     source.write_text(json.dumps({"question": NONCONTIGUOUS[0], "answer": NONCONTIGUOUS[1]})
@@ -454,3 +467,11 @@ def test_reject_records_are_the_search_groups_that_are_no_step() -> None:
     assert groups == [(), (0,), (0, 2, 3), (2,), (2, 3)]
     assert {r["op"] for r in rejects} == {"NONE"}
     assert all(r["spans"] == [[0, 1], [2, 3], [4, 5], [6, 7]] for r in rejects)
+    # with flips: also the windows of the sets one quantity away ({0,1,2,3}, {2,3},
+    # {0,3}, {0,2}); the unused span 1 now appears in groups of its own
+    flipped = sorted(tuple(i for i, _ in r["group"]) for r in reject_records(record,
+                                                                            flips=True))
+    assert set(groups) < set(flipped)
+    assert set(flipped) - set(groups) == {(0, 1), (0, 1, 2), (1,), (1, 2), (1, 2, 3),
+                                          (0, 3)}
+    assert (0, 2) not in flipped and (3,) not in flipped  # the gold steps never

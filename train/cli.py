@@ -29,12 +29,16 @@ def main() -> None:
 @click.option("--reject-groups/--no-reject-groups", default=False, show_default=True,
               help="Also give the classifier the groups of reachable problems that are no "
                    "step, labelled NONE (a reject class).")
+@click.option("--reject-flips/--no-reject-flips", default=False, show_default=True,
+              help="With --reject-groups, also the groups of the used sets one quantity "
+                   "away from the gold one (a span added or dropped), as the runtime tries "
+                   "them when the segmenter is unsure.")
 @click.option("--search", "settings", multiple=True, metavar="KEY=VALUE",
               help="Search structure the programs must fit (as `mycelium-rt solve --search`, "
                    "e.g. group_gap=1); the artifacts trained on it should serve with the same.")
 def data(
     data: Path, out: Path, vocab_size: int, span_constants: bool, unreachable_steps: bool,
-    reject_groups: bool, settings: tuple[str, ...],
+    reject_groups: bool, reject_flips: bool, settings: tuple[str, ...],
 ) -> None:
     """Derive spans, programs, specialist examples, coverage and the tokenizer."""
     from mycelium.runtime.errors import ArtifactsError
@@ -46,8 +50,10 @@ def data(
         search = override_search(SearchSpec(), settings)
     except ArtifactsError as exc:
         raise click.BadParameter(str(exc), param_hint="--search") from None
+    if reject_flips and not reject_groups:
+        raise click.BadParameter("needs --reject-groups", param_hint="--reject-flips")
     coverage = build(data, out, vocab_size, span_constants, unreachable_steps, reject_groups,
-                     search)
+                     search, reject_flips)
     for split, figures in coverage["splits"].items():
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "

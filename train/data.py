@@ -82,16 +82,28 @@ def step_records(record: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
         yield base, {**base, "target": " ".join(step["args"])}
 
 
-def reject_records(record: dict[str, Any], search: SearchSpec | None = None
-                   ) -> Iterator[dict]:
+def reject_used_sets(flags: list[bool], flips: bool) -> list[UsedSet]:
+    """The gold used set and, with ``flips``, every set one quantity away from it (a span
+    added or dropped): the sets the runtime also tries when the segmenter is unsure."""
+    sets = [UsedSet(tuple(i for i, used in enumerate(flags) if used), 0.0)]
+    for flip in range(len(flags) if flips else 0):
+        flipped = [used != (i == flip) for i, used in enumerate(flags)]
+        if any(flipped):
+            sets.append(UsedSet(tuple(i for i, used in enumerate(flipped) if used), 0.0))
+    return sets
+
+
+def reject_records(record: dict[str, Any], search: SearchSpec | None = None,
+                   flips: bool = False) -> Iterator[dict]:
     """Classifier records labelled ``REJECT`` for a reachable problem: every group the
     runtime search forms over the gold used spans (``search.unique_groups``, the empty
-    group included) that is no step of the gold program."""
-    used = tuple(i for i, span in enumerate(record["spans"]) if span["used"])
+    group included) that is no step of the gold program; with ``flips``, also over the
+    used sets one quantity away (:func:`reject_used_sets`)."""
+    flags = [bool(span["used"]) for span in record["spans"]]
     gold = {tuple(sorted(step["group"])) for step in record["program"] if step["args"]}
     texts = [span["text"] for span in record["spans"]]
     offsets = [[span["start"], span["end"]] for span in record["spans"]]
-    for group in unique_groups([UsedSet(used, 0.0)], search or SearchSpec()):
+    for group in unique_groups(reject_used_sets(flags, flips), search or SearchSpec()):
         if group not in gold:
             yield {"id": record["id"], "split": record["split"],
                    "question": record["question"], "spans": offsets,
@@ -175,6 +187,7 @@ def build(
     unreachable_steps: bool = True,
     reject_groups: bool = False,
     search: SearchSpec | None = None,
+    reject_flips: bool = False,
 ) -> dict[str, Any]:
     """Derive everything from ``data`` into folder ``out``; returns the coverage figures.
 
@@ -184,7 +197,8 @@ def build(
     but unreachable *train* problems (dev records stay reachable-only, so dev figures keep
     measuring what the search can use).
     ``reject_groups``: also write classifier records labelled ``REJECT`` for the groups
-    of reachable problems that are no step (:func:`reject_records`).
+    of reachable problems that are no step (:func:`reject_records`); ``reject_flips``:
+    also those of the used sets one quantity away from the gold one.
     ``search``: the runtime search whose structure the programs fit (default settings when
     None; e.g. ``group_gap`` 1 lets a group skip a span another group reads).
     """
@@ -240,7 +254,7 @@ def build(
                 classifier.write(json.dumps(cls_record, ensure_ascii=False) + "\n")
                 extractor.write(json.dumps(ext_record, ensure_ascii=False) + "\n")
             if reject_groups and record["reachable"]:
-                for reject in reject_records(record, search):
+                for reject in reject_records(record, search, reject_flips):
                     split_stats["reject_records"] += 1
                     classifier.write(json.dumps(reject, ensure_ascii=False) + "\n")
 
@@ -249,6 +263,7 @@ def build(
         "span_constants": span_constants,
         "unreachable_steps": unreachable_steps,
         "reject_groups": reject_groups,
+        "reject_flips": reject_flips,
         "search": {name: value for name, value in asdict(search).items()
                    if value != getattr(SearchSpec(), name)},  # the structure, where not default
         "splits": {split: _finish(stats[split]) for split in SPLITS},
