@@ -373,6 +373,7 @@ def test_reuse_takes_the_missing_models(fp32_export, tiny_checkpoint: Path,
     ("precision", "its models are fp32, this export is int8 (pass --precision fp32)"),
     ("not_artifacts", "artifacts: no manifest.json in"),
     ("label", "classifier label 'ADD' is not in the checkpoint's mycelium.json"),
+    ("token", "the classifier was exported with another 'sep' token than the checkpoint's"),
 ])
 def test_reuse_refusals(setup: str, pattern: str, fp32_export, tiny_checkpoint: Path,
                         tmp_path: Path) -> None:
@@ -394,6 +395,10 @@ def test_reuse_refusals(setup: str, pattern: str, fp32_export, tiny_checkpoint: 
         labels = fp32_export.manifest.models["classifier"].labels
         spec["operations"] = [op for op in spec["operations"] if op != "ADD"]
         assert "ADD" in labels
+        (partial / "mycelium.json").write_text(json.dumps(spec))
+    elif setup == "token":  # mycelium.json now names another token as the separator
+        spec = json.loads((partial / "mycelium.json").read_text())
+        spec["special_tokens"]["sep"] = spec["special_tokens"]["pad"]
         (partial / "mycelium.json").write_text(json.dumps(spec))
     line = error_line(run_cli(partial, "-o", tmp_path / "art", *args))
     assert pattern in line, line
