@@ -99,6 +99,12 @@ def _check_weights(role: str, folder: Path) -> None:
     raise CheckpointError(f"{role}: no model.safetensors in {folder}")
 
 
+def allowed_labels(role: str, spec: SolverSpec) -> tuple[str, ...]:
+    """The labels mycelium.json lets a role's head have (segmenter tags, or the operations
+    and the reject label)."""
+    return tuple(spec.segmenter_labels) if role == "segmenter" else (*spec.operations, REJECT)
+
+
 def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, ...]:
     raw = config.get("id2label")
     if not isinstance(raw, dict) or not raw:
@@ -114,7 +120,7 @@ def _labels(role: str, config: dict[str, Any], spec: SolverSpec) -> tuple[str, .
         raise CheckpointError(
             f"{role}: config.json has no label map (id2label is the default {labels[0]}...)"
         )
-    allowed = spec.segmenter_labels if role == "segmenter" else (*spec.operations, REJECT)
+    allowed = allowed_labels(role, spec)
     unknown = [label for label in labels if label not in allowed]
     if unknown:
         raise CheckpointError(

@@ -167,9 +167,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
     check_opset(opset)
     check_destination(out, force)
     progress(f"validating checkpoint {checkpoint} ...")
-    ckpt = validate_checkpoint(checkpoint, optional=reuse is not None)
+    source = Path(reuse) if reuse is not None else None
+    ckpt = validate_checkpoint(checkpoint, optional=source is not None)
     lacking = [name for name in ROLES if name not in ckpt.models]
-    reused = open_reused(Path(reuse), lacking, precision, ckpt.spec) if reuse is not None else None
+    reused = open_reused(source, lacking, precision, ckpt.spec) if source is not None else None
     staging = Staging(out)
     try:
         specs, rows = {}, []
@@ -178,9 +179,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
                 specs[name], row = _export_model(ckpt.models[name], staging, precision, opset,
                                                  verify, ckpt.spec, progress)
             else:
-                assert reused is not None and reuse is not None
-                progress(f"copying {name} from {reuse} ...")
-                specs[name], row = copy_reused(name, reused, Path(reuse), staging.folder)
+                assert reused is not None and source is not None
+                progress(f"copying {name} from {source} ...")
+                specs[name], row = copy_reused(name, reused, source, staging.folder)
             rows.append(row)
         failed = [row for row in rows if row.status == "FAIL"]
         if failed:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from mycelium.runtime.errors import ArtifactsError
 from mycelium.runtime.manifest import Manifest, ModelSpec, load_manifest
-from mycelium.runtime.spec import REJECT, SolverSpec
+from mycelium.runtime.spec import SolverSpec
 
-from .checkpoint import REQUIRED_TOKENS, _special_tokens
+from .checkpoint import REQUIRED_TOKENS, _special_tokens, allowed_labels
 from .errors import ExportError
 from .registry import ARCHITECTURES
 from .verify import ParityRow
@@ -44,7 +44,7 @@ def open_reused(folder: Path, roles: list[str], precision: str, spec: SolverSpec
 
 def _check_fits(role: str, model: ModelSpec, folder: Path, spec: SolverSpec) -> None:
     """The reused model reads and writes what the checkpoint's mycelium.json expects."""
-    allowed = spec.segmenter_labels if role == "segmenter" else (*spec.operations, REJECT)
+    allowed = allowed_labels(role, spec)
     unknown = [label for label in model.labels or () if label not in allowed]
     if unknown:
         raise ExportError(f"--reuse {folder}: {role} label {unknown[0]!r} is not in the "
@@ -69,7 +69,7 @@ def copy_reused(role: str, manifest: Manifest, folder: Path,
     model = manifest.models[role]
     for relative in model.files():
         shutil.copyfile(folder / relative, target / relative)
-    recorded = dict(manifest.parity.get(role) or {"status": "skipped"})
+    recorded = dict(manifest.parity.get(role) or {})
     note = f"reused from {folder}"
     recorded["note"] = f"{recorded['note']}; {note}" if recorded.get("note") else note
     fields = {k: v for k, v in recorded.items() if k in ParityRow.__dataclass_fields__}
