@@ -365,6 +365,17 @@ def test_reuse_takes_the_missing_models(fp32_export, tiny_checkpoint: Path,
     assert manifest.parity["classifier"]["status"] == "ok"  # exported and verified here
     assert "note" not in manifest.parity["classifier"]
     assert "copying segmenter from" in result.output
+    shipped, first = tmp_path / "shipped", tmp_path / "first"  # as a default is shipped:
+    shutil.copytree(fp32_export.output, shipped)  # exported reusing the default folder,
+    assert run_cli(partial, "-o", first, "--reuse", shipped).exit_code == 0
+    shutil.rmtree(shipped)
+    shutil.copytree(first, shipped)  # then copied into it
+    for source, target in ((shipped, tmp_path / "again"), (first, tmp_path / "chained")):
+        assert run_cli(partial, "-o", target, "--reuse", source).exit_code == 0
+    notes = {name: load_manifest(tmp_path / name).parity["segmenter"]["note"]
+             for name in ("again", "chained")}
+    assert notes["again"] == f"reused from {shipped}"  # the same link once, not twice
+    assert notes["chained"] == f"reused from {shipped}; reused from {first}"
 
 
 @pytest.mark.parametrize("setup, pattern", [
