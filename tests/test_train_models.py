@@ -314,3 +314,35 @@ def test_reject_label_trains_and_is_reported_apart(data: Path, tmp_path: Path) -
     dev = report["models"]["classifier"]["best_dev"]
     steps = sum(r["split"] == "dev" for r in rows)
     assert dev["groups"] == steps and 0 <= dev["reject_accuracy"] <= 1
+
+
+def test_reject_weight_scales_the_reject_groups_loss(data: Path, vocab: T.Vocab) -> None:
+    """`--reject-weight w`: a weighted mean with w on reject-labelled groups, 1 on steps."""
+    spec = SolverSpec()
+    task = T.ClassifierTask([], [], vocab, spec)
+    logits = torch.randn(6, len(spec.operations) + 1)
+    targets = torch.tensor([0, 1, 4, 4, 2, 4])  # index 4: the reject label
+    plain = task.weighted_cross_entropy(logits, targets)
+    assert torch.isclose(plain, torch.nn.functional.cross_entropy(logits, targets))
+    task.class_weights = T.reject_class_weights(spec, 0.25)
+    each = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    weights = torch.tensor([1.0, 1.0, 0.25, 0.25, 1.0, 0.25])
+    expected = (each * weights).sum() / weights.sum()
+    assert torch.isclose(task.weighted_cross_entropy(logits, targets), expected)
+    assert not torch.isclose(expected, plain)
+
+
+def test_reject_weight_needs_reject_records(data: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mycelium.train.cli import main
+
+    result = CliRunner().invoke(main, ["fit", "--data", str(data), "--out",
+                                       str(tmp_path / "ckpt"), "--model", "classifier",
+                                       "--size", "tiny", "--epochs", "1", "--minutes", "0",
+                                       "--device", "cpu", "--reject-weight", "0.5"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --reject-weight needs classifier records with the reject label "
+        "(`mycelium-train data --reject-groups`)")

@@ -72,6 +72,11 @@ def _training_options(func):  # type: ignore[no-untyped-def]
                      type=click.FloatRange(0, 1, min_open=True),
                      help="Peak learning rate of a specialist started from a pretrained "
                           "encoder."),
+        click.option("--reject-weight", default=1.0, show_default=True,
+                     type=click.FloatRange(0, min_open=True),
+                     help="Loss weight of the classifier's reject-labelled (NONE) groups "
+                          "against 1 for a step's operation (needs data written with "
+                          "--reject-groups)."),
         click.option("--pretrain-minutes", default=0.0, show_default=True,
                      type=click.FloatRange(0),
                      help="Pretrain a shared backbone as a causal LM first (0 = off)."),
@@ -94,7 +99,10 @@ def _run_fit(data: Path, out: Path, threads: int, pretrain_text: Path | None,
                        backbone=str(backbone) if backbone else None, **options)
     if models:
         config.models = tuple(models)
-    report = fit(data, out, config)
+    try:
+        report = fit(data, out, config)
+    except ValueError as exc:  # a user error in the data or the options: one line
+        raise click.ClickException(str(exc)) from None
     for name, entry in report["models"].items():
         figures = ", ".join(f"{k} {v:.4f}" for k, v in entry["best_dev"].items()
                             if isinstance(v, float))

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.templates import group_pair
@@ -82,7 +81,7 @@ class PairClassifierTask(Task):
         return collate_pairs(items, self.vocab.pad)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(_logits(model, batch), batch["targets"])
+        return self.weighted_cross_entropy(_logits(model, batch), batch["targets"])
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -153,8 +152,8 @@ class SpanGroupClassifierTask(Task):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = _logits(model, batch)
-        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(),
-                               ignore_index=IGNORE)
+        return self.weighted_cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(),
+                                           ignore_index=IGNORE)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device,

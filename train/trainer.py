@@ -112,6 +112,7 @@ class FitConfig:
     # its WordPiece tokenizer with the argument grammar's tokens (arg_decoder.py)
     extractor_init: str | None = None
     init_lr: float = 5e-5  # peak learning rate of a specialist started from a pretrained encoder
+    reject_weight: float = 1.0  # loss weight of the classifier's reject-labelled groups
 
     def encoder_init(self, name: str) -> Path | None:
         """The pretrained encoder folder a specialist starts from, if any."""
@@ -328,6 +329,12 @@ def segmenter_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
     return items
 
 
+def reject_class_weights(spec: SolverSpec, weight: float) -> torch.Tensor:
+    """Loss weights of the classifier's labels: 1 for each operation, ``weight`` for the
+    reject label (below 1: rejecting a group takes less probability from the operations)."""
+    return torch.tensor([1.0] * len(spec.operations) + [weight])
+
+
 def classifier_labels(spec: SolverSpec, reject: bool) -> tuple[str, ...]:
     """The classifier's labels: the operations, then ``REJECT`` when it learns one."""
     return (*spec.operations, REJECT) if reject else spec.operations
@@ -507,6 +514,13 @@ class Task:
 
     def __init__(self, train: list[Any], dev: list[Any], vocab: Vocab, spec: SolverSpec):
         self.train, self.dev, self.vocab, self.spec = train, dev, vocab, spec
+        self.class_weights: torch.Tensor | None = None  # per label, for a classifier's loss
+
+    def weighted_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor,
+                               ignore_index: int = -100) -> torch.Tensor:
+        """Cross-entropy, each label weighted by ``class_weights`` when set (a weighted mean)."""
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index)
 
     def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
         """Tensors for a batch of items."""
@@ -594,7 +608,8 @@ class ClassifierTask(Task):
         return collate_packed(items, self.vocab.pad, extractor=False)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(packed_logits(model, batch, model.score), batch["targets"])
+        return self.weighted_cross_entropy(packed_logits(model, batch, model.score),
+                                           batch["targets"])
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device,
@@ -980,6 +995,11 @@ def fit(data: Path, out: Path, config: FitConfig, log: Log = _stderr) -> dict[st
                                 if "classifier" in encoders else None))
     for name, task in tasks.items():
         log(f"[{name}] {len(task.train)} train / {len(task.dev)} dev items")
+        if name == "classifier" and config.reject_weight != 1.0:
+            if not getattr(task, "reject", False):
+                raise ValueError("--reject-weight needs classifier records with the reject "
+                                 "label (`mycelium-train data --reject-groups`)")
+            task.class_weights = reject_class_weights(spec, config.reject_weight)
 
     built = [build_model(n, config, vocabs[n], spec, 0) for n in names]
     params = {n: parameter_count(m) for n, m in zip(names, built, strict=True)}
