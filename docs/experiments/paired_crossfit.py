@@ -6,7 +6,9 @@ problems, this fits the shipped scorer form (hidden 32, members 4, l2 0.01) fold
 on each candidate cache, records per problem whether the held-out pick is the gold value,
 and prints both counts and the exact McNemar p of the problems that changed. The caches
 must list the same problems in the same order (`mycelium-train scorer --cache` files of
-the same data and split). Measured in train/README.md ("Groups that skip a span").
+the same data and split). Each cache's held-out results are kept next to it
+(`CACHE.crossfit-FOLDS.json`, keyed by the cache's SHA-256), so a baseline compared again
+is not refitted. Measured in train/README.md ("Groups that skip a span").
 
     python docs/experiments/paired_crossfit.py runs/cand_base_train.jsonl \
         runs/cand_gap1_train.jsonl
@@ -14,12 +16,32 @@ the same data and split). Measured in train/README.md ("Groups that skip a span"
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import click
 
 from mycelium.runtime.compare import mcnemar_p
 from mycelium.train.scorer import held_out_right, read_cache
+
+SHIPPED = {"l2": 0.01, "hidden": 32, "members": 4}  # the shipped scorer's form
+
+
+def held_out(cache: Path, folds: int) -> tuple[list[str], list[bool]]:
+    """The problems' ids and whether each held-out pick is the gold value (memoized)."""
+    digest = hashlib.sha256(cache.read_bytes()).hexdigest()
+    memo = cache.with_name(f"{cache.name}.crossfit-{folds}.json")
+    if memo.exists():
+        stored = json.loads(memo.read_text())
+        if stored.get("sha256") == digest and stored.get("form") == SHIPPED:
+            return stored["ids"], stored["right"]
+    problems = read_cache(cache)
+    ids = [str(p.id) for p in problems]
+    right = [bool(x) for x in held_out_right(problems, folds, **SHIPPED)]
+    memo.write_text(json.dumps({"sha256": digest, "form": SHIPPED, "ids": ids,
+                                "right": right}))
+    return ids, right
 
 
 @click.command()
@@ -28,12 +50,10 @@ from mycelium.train.scorer import held_out_right, read_cache
 @click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
 def main(baseline: Path, candidate: Path, folds: int) -> None:
     """Cross-fitted picks of two candidate caches of the same problems, paired."""
-    before_problems, after_problems = read_cache(baseline), read_cache(candidate)
-    if [p.id for p in before_problems] != [p.id for p in after_problems]:
+    before_ids, before = held_out(baseline, folds)
+    after_ids, after = held_out(candidate, folds)
+    if before_ids != after_ids:
         raise click.UsageError("the caches do not list the same problems in the same order")
-    shipped = {"l2": 0.01, "hidden": 32, "members": 4}
-    before = held_out_right(before_problems, folds, **shipped)
-    after = held_out_right(after_problems, folds, **shipped)
     gained = sum(now and not was for was, now in zip(before, after, strict=True))
     lost = sum(was and not now for was, now in zip(before, after, strict=True))
     click.echo(f"{baseline}: {sum(before)}, {candidate}: {sum(after)}, "
