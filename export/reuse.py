@@ -70,10 +70,10 @@ def copy_reused(role: str, manifest: Manifest, folder: Path,
     for relative in model.files():
         shutil.copyfile(folder / relative, target / relative)
     recorded = dict(manifest.parity.get(role) or {})
-    note, earlier = f"reused from {folder}", recorded.get("note")
-    # the provenance chain, without repeating the last link (reused from the same folder)
-    recorded["note"] = note if not earlier else (
-        earlier if earlier.endswith(note) else f"{earlier}; {note}")
+    links = recorded["note"].split("; ") if recorded.get("note") else []
+    if links[-1:] != [f"reused from {folder}"]:  # the chain, its last link not repeated
+        links.append(f"reused from {folder}")
+    recorded["note"] = "; ".join(links)
     fields = {k: v for k, v in recorded.items() if k in ParityRow.__dataclass_fields__}
     fields.setdefault("status", "skipped")
     return model, ParityRow(model=role, precision=manifest.precision, **fields)

@@ -332,7 +332,8 @@ def segmenter_items(records: list[dict[str, Any]], split: str, vocab: Vocab,
 def reject_class_weights(spec: SolverSpec, weight: float) -> torch.Tensor:
     """Loss weights of the classifier's labels: 1 for each operation, ``weight`` for the
     reject label (below 1: rejecting a group takes less probability from the operations)."""
-    return torch.tensor([1.0] * len(spec.operations) + [weight])
+    return torch.tensor([weight if label == REJECT else 1.0
+                         for label in classifier_labels(spec, reject=True)])
 
 
 def classifier_labels(spec: SolverSpec, reject: bool) -> tuple[str, ...]:
