@@ -52,7 +52,14 @@ from .sessions import (
 from .spec import REJECT, SolverSpec, group_breadth, override_search
 from .templates import classifier_suffix, extractor_suffix, group_pair, marked_problem
 from .tokenization import GroupedProblem, TextTokenizer, group_tokens, span_tokens
-from .verifier import CandidateInfo, candidate_features, tail_agreement, with_pool_features
+from .verifier import (
+    CandidateInfo,
+    StepParts,
+    candidate_features,
+    log_one_minus_exp,
+    tail_agreement,
+    with_pool_features,
+)
 
 STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
@@ -80,6 +87,16 @@ class Variant:
     args: tuple[Arg, ...] | None  # None when the extractor's output is off-grammar
     logprob: float
     text: str
+    # the parts of ``logprob``: log P(the group is a step) (0 without a reject label) and
+    # log P(this operation | a step), from the classifier; the rest is the extractor's
+    is_step_logprob: float = 0.0
+    op_logprob: float = 0.0
+
+    @property
+    def parts(self) -> StepParts:
+        """Where this reading's log-probability comes from (for the answer scorer)."""
+        return StepParts(self.is_step_logprob, self.op_logprob,
+                         self.logprob - self.is_step_logprob - self.op_logprob)
 
 
 @dataclass
@@ -432,13 +449,18 @@ class Solver:
             reject = self.operations.index(REJECT) if REJECT in self.operations else None
             no_learned_step: list[float | None] = [None] * len(questions)
             # (row, its key) grouped by first-token branches (the tail group may read wider)
+            # key: (problem, group, operation, its log-probability, log P(a step))
             extract_rows: dict[int, list[tuple[tuple[int, list[tuple[int, str]], str],
-                                               tuple[int, tuple[int, ...], str, float]]]] = {}
+                                               tuple[int, tuple[int, ...], str, float,
+                                                     float]]]] = {}
             flat = 0
             for p in range(len(questions)):
                 for group in groups[p]:
-                    if not group and reject is not None:  # P(the program has no such step)
-                        no_learned_step[p] = float(op_scores[flat, reject])
+                    is_step = 0.0
+                    if reject is not None:
+                        if not group:  # P(the program has no such step)
+                            no_learned_step[p] = float(op_scores[flat, reject])
+                        is_step = log_one_minus_exp(float(op_scores[flat, reject]))
                     ops, branches, _ = group_breadth(self.spec.search, group)
                     k = max(1, min(ops, len(real)))
                     for rank, op_index in enumerate(ranked_ops[flat, :k]):
@@ -447,7 +469,7 @@ class Solver:
                         op = self.operations[op_index]
                         extract_rows.setdefault(branches, []).append((
                             (p, class_rows[flat][1], op),
-                            (p, group, op, float(op_scores[flat, op_index]))))
+                            (p, group, op, float(op_scores[flat, op_index]), is_step)))
                     flat += 1
         variants: list[dict[tuple[int, ...], list[Variant]]] = [
             defaultdict(list) for _ in questions
@@ -458,10 +480,11 @@ class Solver:
         for branches, keyed in extract_rows.items():
             with _Timer(self.stats, "extract"):
                 extractions = self._extract(prefix, [row for row, _ in keyed], branches)
-            for (_, (p, group, op, op_lp)), readings in zip(keyed, extractions, strict=True):
+            for (_, (p, group, op, op_lp, is_step)), readings in zip(keyed, extractions,
+                                                                     strict=True):
                 for text, args_lp in readings:
-                    variants[p][group].append(
-                        Variant(op, parse_args(text), op_lp + args_lp, text))
+                    variants[p][group].append(Variant(
+                        op, parse_args(text), op_lp + args_lp, text, is_step, op_lp - is_step))
         with _Timer(self.stats, "execute"):
             results = [
                 self._choose(ids[p], spans[p], sets[p], variants[p], trace, no_learned_step[p])
@@ -522,6 +545,7 @@ class Solver:
                         ranked.candidate.used_logprob,
                         template is not None,
                         tail_agreement(no_learned_step, tail == "LEARNED"),
+                        tuple(v.parts for v in steps),
                     )
                     features.append(candidate_features(info, result, quantities, used_probs))
         vectors = with_pool_features(features, [item.result for item in valid])

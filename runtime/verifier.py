@@ -56,7 +56,24 @@ FEATURES: tuple[str, ...] = (
     # the classifier's word on the span-free group: log P(no learned step) for a candidate
     # without one, log P(a learned step) for one with (0 without a reject label)
     "tail_agreement",
+    # the step log-probabilities taken apart (over the steps a model read; 0 without any):
+    # the classifier's log P(the group is a step) (0 without a reject label), its log
+    # P(the operation | a step), and the extractor's log P(the arguments)
+    "is_step_mean",
+    "is_step_min",
+    "op_given_step_mean",
+    "args_mean",
 )
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """One step's log-probability taken apart: is the group a step, which operation (given
+    a step), which arguments; the three add up to the step's log-probability."""
+
+    is_step: float
+    op_given_step: float
+    args: float
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,12 @@ class CandidateInfo:
     used_logprob: float
     template_tail: bool
     tail_agreement: float = 0.0
+    step_parts: tuple[StepParts, ...] = ()  # per model-read step (not a template tail's)
+
+
+def log_one_minus_exp(logprob: float) -> float:
+    """log(1 - exp(logprob)): the log-probability of the complement (floored at 1e-12)."""
+    return math.log(max(-math.expm1(logprob), 1e-12))
 
 
 def tail_agreement(no_learned_step: float | None, learned: bool) -> float:
@@ -75,9 +98,7 @@ def tail_agreement(no_learned_step: float | None, learned: bool) -> float:
     (span-free) step or not; 0 when the classifier has no reject label."""
     if no_learned_step is None:
         return 0.0
-    if not learned:
-        return no_learned_step
-    return math.log(max(-math.expm1(no_learned_step), 1e-12))
+    return log_one_minus_exp(no_learned_step) if learned else no_learned_step
 
 
 def candidate_features(
@@ -119,6 +140,12 @@ def candidate_features(
         "answer_is_quantity": float(value in quantities),
         "steps": float(steps),
     }
+    parts = info.step_parts
+    features["is_step_mean"] = float(np.mean([s.is_step for s in parts])) if parts else 0.0
+    features["is_step_min"] = min((s.is_step for s in parts), default=0.0)
+    features["op_given_step_mean"] = (
+        float(np.mean([s.op_given_step for s in parts])) if parts else 0.0)
+    features["args_mean"] = float(np.mean([s.args for s in parts])) if parts else 0.0
     for n in range(1, MAX_STEP_BUCKET + 1):
         features[f"steps_{n}"] = float(min(steps, MAX_STEP_BUCKET) == n)
     ops = Counter(trace.op for trace in result.steps)

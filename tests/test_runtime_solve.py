@@ -161,6 +161,19 @@ def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> N
     assert agreements <= {round(none_logprob, 4), round(np.log(-np.expm1(none_logprob)), 4)}
     assert any(v[learned] == 1.0 and v[column] == pytest.approx(none_logprob, abs=1e-4)
                for v in result.trace["candidate_features"])
+    # each reading's log-probability taken apart: is a step, which operation, arguments
+    is_step = float(np.log(-np.expm1(none_logprob)))
+    add_given_step = 2.0 - float(np.log(np.exp(2.0) + 3))
+    for reading in readings:
+        parts = reading.parts
+        assert parts.is_step == pytest.approx(is_step, abs=1e-5)
+        assert parts.is_step + parts.op_given_step + parts.args == pytest.approx(reading.logprob)
+        if reading.op == "ADD":
+            assert parts.op_given_step == pytest.approx(add_given_step, abs=1e-5)
+    for vector in result.trace["candidate_features"]:
+        assert vector[FEATURES.index("is_step_mean")] == pytest.approx(is_step, abs=1e-5)
+        assert vector[FEATURES.index("is_step_min")] == pytest.approx(is_step, abs=1e-5)
+        assert vector[FEATURES.index("op_given_step_mean")] <= add_given_step + 1e-5
 
 
 def test_batch_keeps_order_and_ids(fake_solver: Solver) -> None:

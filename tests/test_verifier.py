@@ -76,6 +76,24 @@ def test_candidate_features_read_the_program() -> None:
     assert with_pool_features([], []) == []
 
 
+def test_step_parts_features_take_the_step_logprobs_apart() -> None:
+    from mycelium.runtime.verifier import StepParts
+
+    total = _run(Step("DIV", (Arg.quantity(0), Arg.quantity(1))),
+                 Step("ADD", (Arg.quantity(0), Arg.result(1))))
+    parts = (StepParts(-0.1, -0.5, -1.0), StepParts(-0.7, -0.3, -0.2))
+    info = CandidateInfo(-1.4, (-1.6, -1.2), -0.1, False, 0.0, parts)
+    features = candidate_features(info, total, QUANTITIES, USED_PROBS)
+    assert features["is_step_mean"] == pytest.approx(-0.4)
+    assert features["is_step_min"] == pytest.approx(-0.7)
+    assert features["op_given_step_mean"] == pytest.approx(-0.4)
+    assert features["args_mean"] == pytest.approx(-0.6)
+    # a candidate whose steps no model read (or an older caller) has all four at 0
+    bare = _features(total)
+    assert [bare[name] for name in ("is_step_mean", "is_step_min", "op_given_step_mean",
+                                    "args_mean")] == [0.0] * 4
+
+
 def _problem(id: int, gold_first: bool) -> ProblemCandidates:
     """Three candidates; the gold one is worse scored but never stops on the way."""
     column = {name: i for i, name in enumerate(FEATURES)}
@@ -109,6 +127,12 @@ def test_fit_learns_what_the_default_ranking_misses(tmp_path: Path) -> None:
     cache.write_text(cache.read_text() + "{not json\n")
     with pytest.raises(ValueError, match="line 41 is no candidate record"):
         read_cache(cache)
+    older = tmp_path / "older.jsonl"  # collected by a runtime with fewer features
+    write_cache([ProblemCandidates(1, [[0.0] * (len(FEATURES) - 1)], [Fraction(3)],
+                                   Fraction(3))], older)
+    with pytest.raises(ValueError, match=rf"line 1 .*\[{len(FEATURES) - 1}\] features "
+                                         rf"where this runtime computes {len(FEATURES)}"):
+        read_cache(older)
     with pytest.raises(ValueError, match="no problem has both"):
         fit([ProblemCandidates(1, [[0.0] * len(FEATURES)], [Fraction(3)], Fraction(3))])
 

@@ -58,6 +58,12 @@ class ProblemCandidates:
         gold = parse_number(record["gold"])
         if gold is None or any(v is None for v in values):
             raise ValueError(f"candidate cache record {record.get('id')!r}: unreadable value")
+        widths = {len(vector) for vector in record["vectors"]}
+        if widths - {len(FEATURES)}:
+            raise ValueError(
+                f"candidate cache record {record.get('id')!r}: vectors of {sorted(widths)} "
+                f"features where this runtime computes {len(FEATURES)} (a cache from another "
+                "version: delete it to collect again)")
         return cls(int(record["id"]), record["vectors"], values, gold,  # type: ignore[arg-type]
                    list(record.get("programs", [])))
 
