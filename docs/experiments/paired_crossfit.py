@@ -12,6 +12,13 @@ is not refitted. Measured in train/README.md ("Groups that skip a span").
 
     python docs/experiments/paired_crossfit.py runs/cand_base_train.jsonl \
         runs/cand_gap1_train.jsonl
+
+`--baseline-without FEATURE` (repeatable) zeroes those features' columns in the baseline's
+candidates, so the same cache compares a feature set with and without them (a zeroed
+column standardizes to a constant 0 that no weight can use: the scorer without it).
+
+    python docs/experiments/paired_crossfit.py runs/cand_train.jsonl runs/cand_train.jsonl \
+        --baseline-without is_step_mean --baseline-without args_mean
 """
 
 from __future__ import annotations
@@ -23,20 +30,30 @@ from pathlib import Path
 import click
 
 from mycelium.runtime.compare import mcnemar_p
+from mycelium.runtime.verifier import FEATURES
 from mycelium.train.scorer import held_out_right, read_cache
 
 SHIPPED = {"l2": 0.01, "hidden": 32, "members": 4}  # the shipped scorer's form
 
 
-def held_out(cache: Path, folds: int) -> tuple[list[str], list[bool]]:
-    """The problems' ids and whether each held-out pick is the gold value (memoized)."""
+def held_out(cache: Path, folds: int, without: tuple[str, ...] = ()
+             ) -> tuple[list[str], list[bool]]:
+    """The problems' ids and whether each held-out pick is the gold value, with the
+    ``without`` features zeroed (memoized per cache and zeroed set)."""
     digest = hashlib.sha256(cache.read_bytes()).hexdigest()
-    memo = cache.with_name(f"{cache.name}.crossfit-{folds}.json")
+    zeroed = sorted(set(without))
+    suffix = "".join(f"-{name}" for name in zeroed)
+    memo = cache.with_name(f"{cache.name}.crossfit-{folds}{suffix}.json")
     if memo.exists():
         stored = json.loads(memo.read_text())
         if stored.get("sha256") == digest and stored.get("form") == SHIPPED:
             return stored["ids"], stored["right"]
     problems = read_cache(cache)
+    columns = [FEATURES.index(name) for name in zeroed]
+    for problem in problems:
+        for vector in problem.vectors:
+            for column in columns:
+                vector[column] = 0.0
     ids = [str(p.id) for p in problems]
     right = [bool(x) for x in held_out_right(problems, folds, **SHIPPED)]
     memo.write_text(json.dumps({"sha256": digest, "form": SHIPPED, "ids": ids,
@@ -48,9 +65,11 @@ def held_out(cache: Path, folds: int) -> tuple[list[str], list[bool]]:
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
-def main(baseline: Path, candidate: Path, folds: int) -> None:
+@click.option("--baseline-without", "without", multiple=True, type=click.Choice(FEATURES),
+              help="A feature zeroed in the baseline's candidates (repeatable).")
+def main(baseline: Path, candidate: Path, folds: int, without: tuple[str, ...]) -> None:
     """Cross-fitted picks of two candidate caches of the same problems, paired."""
-    before_ids, before = held_out(baseline, folds)
+    before_ids, before = held_out(baseline, folds, without)
     after_ids, after = held_out(candidate, folds)
     if before_ids != after_ids:
         raise click.UsageError("the caches do not list the same problems in the same order")
