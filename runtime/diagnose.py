@@ -16,6 +16,10 @@ attribute. Where a record carries GSM8K's annotated solution, its gold program
   such as ``multi_step_tail`` or ``noncontiguous_group``);
 - ``unattributed``: the gold program could not be derived (no usable annotation).
 
+The summary's ``by_confidence`` says how far the solver's confidence can be trusted
+(``calibration.confidence_report``: accuracy per confidence band, the accuracy of the most
+confident share of the problems, the expected calibration error).
+
 A separate *oracle* pass feeds the gold spans to the rest of the pipeline; its
 accuracy is labelled as an oracle figure and never mixed with the real one. For that
 pass, :func:`gold_reading_reach` also says how far the models' readings came towards the
@@ -35,6 +39,7 @@ from typing import Any
 
 from mycelium.executor import format_fraction
 
+from .calibration import confidence_report
 from .compare import compare_reports, wilson_interval
 from .errors import InputError
 from .grammar import canonical_text
@@ -208,7 +213,8 @@ def run_diagnosis(
             stage = attribute(result, gold, derivations[k])
             counts[stage] += 1
             entry = {"id": record_id, "stage": stage, "gold": format_fraction(gold),
-                     "answer": result.answer_exact, "error": result.error}
+                     "answer": result.answer_exact, "error": result.error,
+                     "confidence": round(result.confidence, 6)}
             if stage == "outside_search_space":  # why the search cannot express it
                 entry["unreachable_reason"] = derivations[k].reason or "unreachable"
                 outside[entry["unreachable_reason"]] += 1
@@ -242,6 +248,8 @@ def run_diagnosis(
             "value": oracle_total / total,
         },
         "answer_scorer": "learned" if solver.spec.answer_scorer is not None else "default",
+        "by_confidence": confidence_report([e["confidence"] for e in per_problem],
+                                           [e["stage"] == "correct" for e in per_problem]),
     }
     if baseline is not None:
         summary["versus_baseline"] = {

@@ -470,6 +470,13 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert reach == {"right": "gold_value_among_candidates", "wrong-op": expected,
                      "plain-gold": None}
     assert summary["oracle_gold_spans"]["gold_readings"][expected] == 1 + (readings == 2)
+    # every answered problem's confidence is reported and summarized against its outcome
+    confidences = {p["id"]: p["confidence"] for p in problems}
+    assert all(0.0 < c <= 1.0 for c in confidences.values())
+    everything = summary["by_confidence"]["selective"][-1]
+    assert everything == {"coverage": 1.0, "problems": 3, "accuracy": round(2 / 3, 4),
+                          "min_confidence": round(min(confidences.values()), 4)}
+    assert sum(b["problems"] for b in summary["by_confidence"]["bands"]) == 3
 
 
 @pytest.mark.parametrize(("gap", "stage"),
