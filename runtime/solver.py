@@ -25,6 +25,7 @@ from mycelium.executor.numbers import parse_number
 
 from . import search
 from .artifacts import resolve_artifacts
+from .calibration import calibration_inputs
 from .errors import ArtifactsError
 from .grammar import parse_args
 from .manifest import Manifest, load_manifest, safe_member
@@ -551,11 +552,14 @@ class Solver:
         vectors = with_pool_features(features, [item.result for item in valid])
         scorer = self.spec.answer_scorer
         if scorer is not None:
-            learned = [
-                replace(item, score=logit)
-                for item, logit in zip(valid, scorer.logits(vectors), strict=True)
-            ]
+            logits = scorer.logits(vectors)
+            learned = [replace(item, score=logit)
+                       for item, logit in zip(valid, logits, strict=True)]
             best, confidence = pick_answer(learned)
+            calibration = self.spec.confidence_calibration
+            if best is not None and calibration is not None:
+                confidence = calibration.probability(calibration_inputs(
+                    logits, [item.result.value for item in valid], confidence))
         else:
             best, confidence = pick_answer(valid, self.spec.answer_prior, spec.pool_temperature)
         debug = (

@@ -15,6 +15,7 @@ from typing import Any
 from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
 from mycelium.executor import format_fraction
 
+from .calibration import ConfidenceCalibration
 from .errors import ArtifactsError
 from .verifier import AnswerScorer
 
@@ -201,6 +202,8 @@ class SolverSpec:
     search: SearchSpec = field(default_factory=SearchSpec)
     answer_prior: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ANSWER_PRIOR))
     answer_scorer: AnswerScorer | None = None  # learned candidate scorer (runtime/verifier.py)
+    # P(right) of an answer picked by answer_scorer (runtime/calibration.py)
+    confidence_calibration: ConfidenceCalibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of mycelium.json)."""
@@ -237,6 +240,12 @@ class SolverSpec:
                 kwargs["answer_prior"] = prior
             if data.get("answer_scorer") is not None:
                 kwargs["answer_scorer"] = AnswerScorer.from_dict(data["answer_scorer"])
+            if data.get("confidence_calibration") is not None:
+                if "answer_scorer" not in kwargs:
+                    raise ValueError("confidence_calibration calibrates an answer_scorer's "
+                                     "picks: it needs one")
+                kwargs["confidence_calibration"] = ConfidenceCalibration.from_dict(
+                    data["confidence_calibration"])
             if "special_tokens" in data:
                 special = data["special_tokens"]
                 kwargs["special_tokens"] = {str(k): str(v) for k, v in special.items()}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from mycelium.runtime.calibration import confidence_report
+from mycelium.runtime.calibration import (
+    CALIBRATION_INPUTS,
+    ConfidenceCalibration,
+    calibration_inputs,
+    confidence_report,
+)
 
 
 def test_bands_hold_each_problem_once_with_its_accuracy() -> None:
@@ -41,3 +48,65 @@ def test_perfect_calibration_has_no_error() -> None:
 def test_bad_input_is_refused(confidences: list[float], correct: list[bool]) -> None:
     with pytest.raises(ValueError):
         confidence_report(confidences, correct)
+
+
+# --------------------------------------------------------------------- the fitted calibration
+
+def _rows(count: int, seed: int = 0) -> list[tuple[dict[str, float], float, bool]]:
+    """Picks whose raw share overstates: right with probability 0.3 x share."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        share = rng.uniform(0.05, 0.95)
+        logits = [rng.uniform(-3, 3) for _ in range(rng.randint(1, 9))]
+        inputs = calibration_inputs(logits, list(range(len(logits))), share)
+        rows.append((inputs, share, rng.random() < 0.3 * share))
+    return rows
+
+
+def test_fitted_calibration_removes_the_overstatement() -> None:
+    from mycelium.train.confidence import calibration_figures, fit_calibration
+
+    rows = _rows(4000)
+    calibration = fit_calibration(rows)
+    assert calibration.inputs == CALIBRATION_INPUTS
+    assert calibration.weights[CALIBRATION_INPUTS.index("share_logit")] > 0.3
+    figures = calibration_figures(_rows(4000, seed=1), calibration)  # fresh picks
+    assert figures["raw"]["expected_calibration_error"] > 0.3
+    assert figures["calibrated"]["expected_calibration_error"] < 0.05
+    assert abs(figures["calibrated"]["mean_confidence"] - figures["accuracy"]) < 0.03
+    low, high = ({**rows[0][0], "share_logit": z} for z in (-2.0, 2.0))
+    assert calibration.probability(low) < calibration.probability(high)
+
+
+def test_calibration_needs_right_and_wrong_picks() -> None:
+    from mycelium.train.confidence import fit_calibration
+
+    inputs = calibration_inputs([0.0], [1], 1.0)
+    for rows in ([], [(inputs, 1.0, True)] * 5):
+        with pytest.raises(ValueError, match="right and wrong"):
+            fit_calibration(rows)
+
+
+def test_calibration_round_trips_and_bad_ones_are_refused() -> None:
+    calibration = ConfidenceCalibration(CALIBRATION_INPUTS, (1.0, -0.5, 0.25, 0.1), -2.0)
+    again = ConfidenceCalibration.from_dict(calibration.to_dict())
+    assert again == calibration
+    observed = dict.fromkeys(CALIBRATION_INPUTS, 0.0)
+    assert calibration.probability(observed) == pytest.approx(1 / (1 + math.exp(2.0)))
+    for bad in ({"inputs": ["share_logit", "words"], "weights": [1, 1], "bias": 0},
+                {"inputs": ["share_logit"], "weights": [1, 2], "bias": 0},
+                {"inputs": ["share_logit"], "weights": [float("nan")], "bias": 0}):
+        with pytest.raises(ValueError):
+            ConfidenceCalibration.from_dict(bad)
+
+
+def test_a_calibration_needs_the_scorer_it_calibrates() -> None:
+    from mycelium.runtime.errors import ArtifactsError
+    from mycelium.runtime.spec import SolverSpec
+
+    stored = ConfidenceCalibration(("share_logit",), (1.0,), 0.0).to_dict()
+    with pytest.raises(ArtifactsError, match="needs one"):
+        SolverSpec.from_dict({**SolverSpec().to_dict(), "confidence_calibration": stored})

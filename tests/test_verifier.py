@@ -322,3 +322,59 @@ def test_hidden_units_learn_what_no_linear_scorer_can() -> None:
     ragged["hidden"] = {**ragged["hidden"], "out": ragged["hidden"]["out"][:-1]}
     with pytest.raises(ArtifactsError, match="hidden"):
         SolverSpec.from_dict({**SolverSpec().to_dict(), "answer_scorer": ragged})
+
+
+def test_solver_reports_the_calibrated_confidence(fp32_export) -> None:
+    from dataclasses import replace
+
+    from mycelium.runtime import Solver, Span
+    from mycelium.runtime.calibration import ConfidenceCalibration
+    from mycelium.runtime.search import used_sets
+    from mycelium.runtime.solver import Variant
+
+    solver = Solver.load(fp32_export.output, "cpu")
+    spans = [Span(i, i + 1, str(v), v, 0.9) for i, v in enumerate(QUANTITIES)]
+    sets = used_sets([0.9] * 3, solver.spec.search)
+    group = tuple(Arg.quantity(i) for i in range(3))
+    readings = {(0, 1, 2): [Variant("ADD", group, -0.1, "Q0 Q1 Q2"),
+                            Variant("MUL", group, -0.5, "Q0 Q1 Q2")]}
+    weights = [0.0] * len(FEATURES)
+    weights[FEATURES.index("answer_log_magnitude")] = 50.0
+    scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
+                          tuple(weights))
+    solver.spec = replace(solver.spec, answer_scorer=scorer)
+    raw = solver._choose("p", spans, sets, readings)
+    assert raw.answer == 672 and raw.confidence > 0.99  # the pool's share
+    # two valid candidates, two values: P(right) = sigmoid(-1 + 0.5 log 2)
+    calibration = ConfidenceCalibration(("log_values",), (0.5,), -1.0)
+    solver.spec = replace(solver.spec, confidence_calibration=calibration)
+    result = solver._choose("p", spans, sets, readings)
+    assert result.answer == 672
+    assert result.confidence == pytest.approx(1 / (1 + math.exp(1.0 - 0.5 * math.log(2))))
+
+
+def test_scorer_command_calibrates_and_drops_a_stale_calibration(
+        tmp_path: Path, fp32_export) -> None:
+    from mycelium.runtime import Solver
+    from mycelium.train.cli import main as train_main
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(fp32_export.output, artifacts)
+    cache = tmp_path / "candidates.jsonl"
+    write_cache([_problem(i, gold_first=i % 5 == 0) for i in range(40)], cache)
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("")
+    common = ["scorer", "--artifacts", str(artifacts), "--data", str(source),
+              "--cache", str(cache), "--write"]
+    refused = CliRunner().invoke(train_main, [*common, "--calibrate", "--folds", "0"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output.strip().splitlines()[-1] == (
+        "Error: --calibrate fits on held-out picks: it needs --folds 2 or more")
+    result = CliRunner().invoke(train_main, [*common, "--calibrate", "--folds", "4"])
+    assert result.exit_code == 0, result.output
+    assert "confidence of the held-out picks" in result.output
+    spec = Solver.load(artifacts, "cpu").spec
+    assert spec.confidence_calibration is not None and spec.answer_scorer is not None
+    result = CliRunner().invoke(train_main, [*common, "--folds", "0"])  # a new scorer
+    assert result.exit_code == 0, result.output
+    assert Solver.load(artifacts, "cpu").spec.confidence_calibration is None

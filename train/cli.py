@@ -89,19 +89,23 @@ def data(
               help="Search settings while collecting (as `mycelium-rt solve --search`).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(0),
               help="Also report K-fold cross-fitted picks on the fit split (0/1 = skip).")
+@click.option("--calibrate/--no-calibrate", default=False, show_default=True,
+              help="Also fit the answer's confidence to P(right) on the cross-fit's "
+                   "held-out picks (needs --folds 2 or more; stored with --write).")
 @click.option("--write/--no-write", default=False, show_default=True,
               help="Store the fitted scorer in the artifacts' manifest (answer_scorer).")
 def scorer(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
     limit: int | None, l2: float, hidden: int, members: int, search: tuple[str, ...],
-    folds: int, write: bool,
+    folds: int, calibrate: bool, write: bool,
 ) -> None:
     """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
     from .scorer import fit_scorer_command
 
     try:
         fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,
-                           click.echo, folds=folds, hidden=hidden, members=members)
+                           click.echo, folds=folds, hidden=hidden, members=members,
+                           calibrate=calibrate)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from mycelium.executor import format_fraction
 from mycelium.executor.numbers import parse_number
+from mycelium.runtime.calibration import ConfidenceCalibration
 from mycelium.runtime.diagnose import gold_value
 from mycelium.runtime.scorer import pick_index
 from mycelium.runtime.spec import SearchSpec
@@ -262,36 +263,47 @@ def pick_accuracy(
     return {"problems": len(problems), "gold_among_candidates": reachable, "picked": right}
 
 
-def held_out_right(
+def held_out_logits(
     problems: Sequence[ProblemCandidates], folds: int, l2: float, hidden: int = 0,
     members: int = 1,
-) -> list[bool]:
-    """Per problem (in order): whether a scorer fitted on the other ``folds`` - 1 folds
-    (problem ``k`` is in fold ``k % folds``) picks its gold value."""
-    right = [False] * len(problems)
+) -> list[list[float]]:
+    """Per problem (in order): its candidates' logits under a scorer fitted on the other
+    ``folds`` - 1 folds (problem ``k`` is in fold ``k % folds``)."""
+    out: list[list[float]] = [[] for _ in problems]
     for fold in range(folds):
         scorer = fit([p for k, p in enumerate(problems) if k % folds != fold], l2=l2,
                      hidden=hidden, members=members)
         for k in range(fold, len(problems), folds):
-            problem = problems[k]
-            right[k] = bool(problem.values) and (
-                picked(problem, scorer.logits(problem.vectors)) == problem.gold)
-    return right
+            out[k] = scorer.logits(problems[k].vectors)
+    return out
+
+
+def held_out_right(
+    problems: Sequence[ProblemCandidates], folds: int, l2: float, hidden: int = 0,
+    members: int = 1, logits: Sequence[Sequence[float]] | None = None,
+) -> list[bool]:
+    """Per problem (in order): whether a scorer fitted on the other ``folds`` - 1 folds
+    picks its gold value (``logits``: :func:`held_out_logits`, when already computed)."""
+    if logits is None:
+        logits = held_out_logits(problems, folds, l2, hidden, members)
+    return [bool(problem.values) and picked(problem, z) == problem.gold
+            for problem, z in zip(problems, logits, strict=True)]
 
 
 def cross_fit(
     problems: Sequence[ProblemCandidates], folds: int, l2: float,
     prior: Mapping[str, float] | None = None, temperature: float = 1.0, hidden: int = 0,
-    members: int = 1,
+    members: int = 1, logits: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, Any]:
-    """Each fold answered by a scorer fitted on the other folds, paired with the default.
+    """Each fold answered by a scorer fitted on the other folds, paired with the default
+    (``logits``: the held-out logits, when already computed).
 
     Every problem is answered by a scorer that never saw it, so this measures the
     learned scorer on the whole fit split (with an exact McNemar p against the default)."""
     from mycelium.runtime.compare import mcnemar_p
 
     default_right = learned_right = gained = lost = 0
-    learned = held_out_right(problems, folds, l2, hidden, members)
+    learned = held_out_right(problems, folds, l2, hidden, members, logits)
     for problem, now in zip(problems, learned, strict=True):
         if not problem.values:
             continue
@@ -318,14 +330,21 @@ def _candidates(
 
 
 def store_scorer(artifacts: Path, scorer: AnswerScorer,
-                 search: SearchSpec | None = None) -> Path:
+                 search: SearchSpec | None = None,
+                 calibration: ConfidenceCalibration | None = None) -> Path:
     """Write ``scorer`` into the artifacts' manifest as ``mycelium.answer_scorer``, and
     ``search`` (the settings its candidates were collected under) as ``mycelium.search``:
-    a scorer serves the search it was fitted on."""
+    a scorer serves the search it was fitted on. ``calibration`` (fitted on this scorer's
+    held-out picks) becomes ``mycelium.confidence_calibration``; without one, a stored
+    calibration (of an earlier scorer) is removed."""
     from mycelium.runtime.manifest import load_manifest, write_manifest
 
     manifest = load_manifest(artifacts, verify=False)
     manifest.mycelium["answer_scorer"] = scorer.to_dict()
+    if calibration is not None:
+        manifest.mycelium["confidence_calibration"] = calibration.to_dict()
+    else:
+        manifest.mycelium.pop("confidence_calibration", None)
     if search is not None:
         manifest.mycelium["search"] = asdict(search)
     return write_manifest(manifest, artifacts)
@@ -335,18 +354,33 @@ def fit_scorer_command(
     artifacts: Path, data: Path, split: str, eval_split: str | None, cache: Path | None,
     limit: int | None, l2: float, search: Sequence[str], write: bool,
     log: Callable[[str], None] = print, folds: int = 0, hidden: int = 0, members: int = 1,
+    calibrate: bool = False,
 ) -> AnswerScorer:
-    """`mycelium-train scorer`: collect (or read) candidates, fit, report, maybe store."""
+    """`mycelium-train scorer`: collect (or read) candidates, fit, report, maybe store;
+    ``calibrate``: also fit the confidence calibration on the held-out picks of the
+    ``folds``-fold cross-fit."""
     from mycelium.runtime.solver import Solver
 
+    from .confidence import calibration_figures, fit_calibration, picks
+
+    if calibrate and folds < 2:
+        raise ValueError("--calibrate fits on held-out picks: it needs --folds 2 or more")
     solver = Solver.load(artifacts, search=search)
     solver.spec = replace(solver.spec, answer_scorer=None)  # collect with the default ranking
     default = {"prior": solver.spec.answer_prior,
                "temperature": solver.spec.search.pool_temperature}
     problems = _candidates(solver, data, split, cache, limit, log)
+    calibration = None
     if folds > 1:
-        log(f"{split}, {folds}-fold cross-fitted: "
-            f"{cross_fit(problems, folds, l2, hidden=hidden, members=members, **default)}")
+        logits = held_out_logits(problems, folds, l2, hidden, members)
+        report = cross_fit(problems, folds, l2, hidden=hidden, members=members,
+                           logits=logits, **default)
+        log(f"{split}, {folds}-fold cross-fitted: {report}")
+        if calibrate:
+            rows = picks(problems, logits)
+            calibration = fit_calibration(rows)
+            log(f"{split}, confidence of the held-out picks: "
+                f"{calibration_figures(rows, calibration, len(problems) - len(rows))}")
     scorer = fit(problems, l2=l2, hidden=hidden, members=members)
     log(f"{split} (fitted on): default {pick_accuracy(problems, None, **default)}, "
         f"learned {pick_accuracy(problems, scorer)}")
@@ -354,8 +388,18 @@ def fit_scorer_command(
         held = collect(solver, data, eval_split, limit=limit, log=log)
         log(f"{eval_split} (held out): default {pick_accuracy(held, None, **default)}, "
             f"learned {pick_accuracy(held, scorer)}")
+        if calibration is not None:
+            rows = picks(held, [scorer.logits(p.vectors) for p in held])
+            log(f"{eval_split} (held out), confidence: "
+                f"{calibration_figures(rows, calibration, len(held) - len(rows))}")
     log("weights: " + ", ".join(f"{n} {w:+.2f}" for n, w in zip(scorer.features,
                                                                scorer.weights, strict=True)))
+    if calibration is not None:
+        log("calibration: " + ", ".join(
+            f"{n} {w:+.3f}" for n, w in zip(calibration.inputs, calibration.weights,
+                                             strict=True)) + f", bias {calibration.bias:+.3f}")
     if write:
-        log(f"wrote {store_scorer(artifacts, scorer, solver.spec.search if search else None)}")
+        stored = store_scorer(artifacts, scorer, solver.spec.search if search else None,
+                              calibration)
+        log(f"wrote {stored}")
     return scorer
