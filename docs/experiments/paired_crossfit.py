@@ -19,6 +19,8 @@ column standardizes to a constant 0 that no weight can use: the scorer without i
 
     python docs/experiments/paired_crossfit.py runs/cand_train.jsonl runs/cand_train.jsonl \
         --baseline-without is_step_mean --baseline-without args_mean
+
+`--members N` averages N fits instead of the shipped 4 on the candidate side.
 """
 
 from __future__ import annotations
@@ -36,17 +38,20 @@ from mycelium.train.scorer import held_out_right, read_cache
 SHIPPED = {"l2": 0.01, "hidden": 32, "members": 4}  # the shipped scorer's form
 
 
-def held_out(cache: Path, folds: int, without: tuple[str, ...] = ()
+def held_out(cache: Path, folds: int, without: tuple[str, ...] = (), members: int = 4
              ) -> tuple[list[str], list[bool]]:
     """The problems' ids and whether each held-out pick is the gold value, with the
-    ``without`` features zeroed (memoized per cache and zeroed set)."""
+    ``without`` features zeroed, the scorer an average of ``members`` fits (memoized per
+    cache, zeroed set and form)."""
+    form = {**SHIPPED, "members": members}
     digest = hashlib.sha256(cache.read_bytes()).hexdigest()
     zeroed = sorted(set(without))
     suffix = "".join(f"-{name}" for name in zeroed)
+    suffix += f"-members{members}" if members != SHIPPED["members"] else ""
     memo = cache.with_name(f"{cache.name}.crossfit-{folds}{suffix}.json")
     if memo.exists():
         stored = json.loads(memo.read_text())
-        if stored.get("sha256") == digest and stored.get("form") == SHIPPED:
+        if stored.get("sha256") == digest and stored.get("form") == form:
             return stored["ids"], stored["right"]
     problems = read_cache(cache)
     columns = [FEATURES.index(name) for name in zeroed]
@@ -55,8 +60,8 @@ def held_out(cache: Path, folds: int, without: tuple[str, ...] = ()
             for column in columns:
                 vector[column] = 0.0
     ids = [str(p.id) for p in problems]
-    right = [bool(x) for x in held_out_right(problems, folds, **SHIPPED)]
-    memo.write_text(json.dumps({"sha256": digest, "form": SHIPPED, "ids": ids,
+    right = [bool(x) for x in held_out_right(problems, folds, **form)]
+    memo.write_text(json.dumps({"sha256": digest, "form": form, "ids": ids,
                                 "right": right}))
     return ids, right
 
@@ -67,10 +72,13 @@ def held_out(cache: Path, folds: int, without: tuple[str, ...] = ()
 @click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--baseline-without", "without", multiple=True, type=click.Choice(FEATURES),
               help="A feature zeroed in the baseline's candidates (repeatable).")
-def main(baseline: Path, candidate: Path, folds: int, without: tuple[str, ...]) -> None:
+@click.option("--members", type=click.IntRange(1), default=SHIPPED["members"],
+              show_default=True, help="Fits averaged into the candidate side's scorer.")
+def main(baseline: Path, candidate: Path, folds: int, without: tuple[str, ...],
+         members: int) -> None:
     """Cross-fitted picks of two candidate caches of the same problems, paired."""
     before_ids, before = held_out(baseline, folds, without)
-    after_ids, after = held_out(candidate, folds)
+    after_ids, after = held_out(candidate, folds, members=members)
     if before_ids != after_ids:
         raise click.UsageError("the caches do not list the same problems in the same order")
     gained = sum(now and not was for was, now in zip(before, after, strict=True))
