@@ -1,7 +1,13 @@
 """How far does one decoder that writes the whole program get? (Experiment;
 train/README.md has the result.)
 
+    python docs/experiments/program_decoder.py data DATA_DIR OUT_DIR
     python docs/experiments/program_decoder.py CKPT ARTIFACTS [--beam B] [--limit N]
+
+``data`` writes OUT_DIR from a `mycelium-train data` folder: its files linked, and an
+extractor.jsonl with one row per aligned problem whose target is the whole program (the
+few with a template step left out), for `mycelium-train fit --data OUT_DIR --model
+extractor`.
 
 CKPT: a checkpoint whose extractor was trained (`mycelium-train fit --model extractor`) on
 rows whose target is a problem's whole aligned program in the extractor grammar with the
@@ -120,7 +126,38 @@ def to_program(tokenizer: Tokenizer, seq: list[int]) -> tuple[Step, ...]:
     return tuple(Step(op, parse_args(" ".join(args))) for op, args in steps)
 
 
+def write_program_data(source: Path, out: Path) -> dict[str, int]:
+    """OUT: SOURCE's files linked, extractor.jsonl replaced by whole-program rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("classifier.jsonl", "coverage.json", "problems.jsonl", "segmenter.jsonl",
+                 "tokenizer.json"):
+        link = out / name
+        if not link.exists():
+            link.symlink_to((source / name).resolve())
+    counts: dict[str, int] = defaultdict(int)
+    with (out / "extractor.jsonl").open("w", encoding="utf-8") as handle:
+        for line in (source / "problems.jsonl").open(encoding="utf-8"):
+            record = json.loads(line)
+            if not record["aligned"] or not record.get("program"):
+                continue
+            if any(step["op"] not in OPERATIONS for step in record["program"]):
+                counts["template step, left out"] += 1
+                continue
+            target = " ".join(f"{s['op']} {' '.join(s['args'])}" for s in record["program"])
+            handle.write(json.dumps({
+                "id": record["id"], "split": record["split"], "question": record["question"],
+                "spans": [[s["start"], s["end"]] for s in record["spans"]], "group": [],
+                "op": "ADD", "reachable": record["reachable"], "target": target}) + "\n")
+            counts[record["split"]] += 1
+    return dict(counts)
+
+
 def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["data"]:
+        print(write_program_data(Path(sys.argv[2]), Path(sys.argv[3])))
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("artifacts", type=Path)
