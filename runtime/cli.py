@@ -143,6 +143,16 @@ def _solve_records(solver: Any, batch: list[InputRecord]) -> list[dict[str, Any]
     ]
 
 
+def abstain_below(record: dict[str, Any], min_confidence: float) -> dict[str, Any]:
+    """The record with its answer withheld when its confidence is under ``min_confidence``
+    (the program and the confidence stay, for inspection; the error says why)."""
+    if record["answer"] is None or record["confidence"] >= min_confidence:
+        return record
+    return {**record, "answer": None, "answer_exact": None,
+            "error": f"abstained: confidence {record['confidence']:.3f} below "
+                     f"--min-confidence {min_confidence:g}"}
+
+
 def _error_record(record_id: Any, message: str | None) -> dict[str, Any]:
     return {"id": record_id, "answer": None, "answer_exact": None, "program": [],
             "confidence": 0.0, "error": message}
@@ -158,14 +168,20 @@ def _error_record(record_id: Any, message: str | None) -> dict[str, Any]:
 @click.option("--resume", is_flag=True,
               help="Append to an existing OUTPUT, skipping ids already written there.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary line.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Withhold answers whose confidence is below this (an 'abstained' error "
+                   "record that keeps the program).")
 @artifact_options
 def solve(input_path: str, output: str | None, text: str | None, batch_size: int, resume: bool,
-          quiet: bool, artifacts: str | None, provider: str, threads: int | None,
-          no_verify: bool, search: tuple[str, ...]) -> None:
+          quiet: bool, min_confidence: float, artifacts: str | None, provider: str,
+          threads: int | None, no_verify: bool, search: tuple[str, ...]) -> None:
     """Solve the problems of a JSONL file (or stdin): one result record per input line.
 
     Each line is an object with "question" and an optional "id"; other fields are
     ignored. Empty lines are skipped. A bad line gets an error record; the run goes on.
+    With calibrated artifacts (the embedded default) the confidence is the probability
+    that the answer is right, so --min-confidence trades answered share for accuracy
+    (`mycelium-rt diagnose` reports both per threshold).
     """
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     if text is not None:
@@ -195,6 +211,7 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
         with _terminate_as_interrupt():
             for batch in _batches(records, batch_size):
                 for record in _solve_records(solver, batch):
+                    record = abstain_below(record, min_confidence)
                     sink.write(dump_record(record))
                     sink.flush()
                     count += 1

@@ -330,6 +330,35 @@ def test_cli_one_record_per_line_in_order(artifacts: Path, tmp_path: Path) -> No
     assert "4 problems" in result.output  # the summary line (stderr is mixed in by CliRunner)
 
 
+def test_min_confidence_withholds_only_the_less_confident_answers(
+        fake_solver: Solver, artifacts: Path, tmp_path: Path) -> None:
+    from mycelium.runtime.cli import abstain_below
+
+    questions = ["Tom has 3 apples and buys 4 more. How many apples?",
+                 "Sam has 5 pens and 2 cups. How many?", "no number here"]
+    records = [r.to_record() for r in fake_solver.solve(questions)]
+    answered = sorted(r["confidence"] for r in records if r["answer"] is not None)
+    assert answered and records[-1]["answer"] is None
+    for threshold, withheld in ((answered[0], False), (answered[-1] + 1e-6, True)):
+        for was in records:
+            now = abstain_below(was, threshold)
+            if was["answer"] is None or not withheld:
+                assert now == was  # an unanswered record, or confident enough: unchanged
+                continue
+            assert now["answer"] is None and now["answer_exact"] is None
+            assert now["program"] == was["program"] and now["confidence"] == was["confidence"]
+            assert now["error"] == (f"abstained: confidence {was['confidence']:.3f} below "
+                                    f"--min-confidence {threshold:g}")
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"question": questions[0]}) + "\n")
+    ok = _run(["solve", str(source), "--artifacts", str(artifacts), "--quiet",
+               "--min-confidence", "0.5"])
+    assert ok.exit_code == 0, ok.output
+    bad = _run(["solve", str(source), "--artifacts", str(artifacts), "--min-confidence", "2"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "--min-confidence" in bad.output
+
+
 def test_cli_stdin_to_stdout(artifacts: Path) -> None:
     result = _run(["solve", "--artifacts", str(artifacts), "--quiet"],
                   stdin='{"question": "Tom has 3 apples."}\n')
