@@ -210,19 +210,28 @@ def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_exp
     assert Solver.load(artifacts, "cpu").spec.search.group_gap == 1
 
 
-def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
-    from dataclasses import replace
-
-    from mycelium.runtime import Solver, Span
+def _add_or_multiply(solver):  # noqa: ANN001, ANN202 - a test helper
+    """Spans of QUANTITIES, the solver's used sets, and one group read as ADD (better
+    scored, 57) or MUL (672)."""
+    from mycelium.runtime import Span
     from mycelium.runtime.search import used_sets
     from mycelium.runtime.solver import Variant
 
-    solver = Solver.load(fp32_export.output, "cpu")
     spans = [Span(i, i + 1, str(v), v, 0.9) for i, v in enumerate(QUANTITIES)]
     sets = used_sets([0.9] * 3, solver.spec.search)
     group = tuple(Arg.quantity(i) for i in range(3))
     readings = {(0, 1, 2): [Variant("ADD", group, -0.1, "Q0 Q1 Q2"),
                             Variant("MUL", group, -0.5, "Q0 Q1 Q2")]}
+    return spans, sets, readings
+
+
+def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
+    from dataclasses import replace
+
+    from mycelium.runtime import Solver
+
+    solver = Solver.load(fp32_export.output, "cpu")
+    spans, sets, readings = _add_or_multiply(solver)
     assert solver._choose("p", spans, sets, readings).answer == 57  # the better-scored
     magnitude = FEATURES.index("answer_log_magnitude")
     for sign, answer in ((1.0, 672), (-1.0, 57)):
@@ -327,17 +336,11 @@ def test_hidden_units_learn_what_no_linear_scorer_can() -> None:
 def test_solver_reports_the_calibrated_confidence(fp32_export) -> None:
     from dataclasses import replace
 
-    from mycelium.runtime import Solver, Span
+    from mycelium.runtime import Solver
     from mycelium.runtime.calibration import ConfidenceCalibration
-    from mycelium.runtime.search import used_sets
-    from mycelium.runtime.solver import Variant
 
     solver = Solver.load(fp32_export.output, "cpu")
-    spans = [Span(i, i + 1, str(v), v, 0.9) for i, v in enumerate(QUANTITIES)]
-    sets = used_sets([0.9] * 3, solver.spec.search)
-    group = tuple(Arg.quantity(i) for i in range(3))
-    readings = {(0, 1, 2): [Variant("ADD", group, -0.1, "Q0 Q1 Q2"),
-                            Variant("MUL", group, -0.5, "Q0 Q1 Q2")]}
+    spans, sets, readings = _add_or_multiply(solver)
     weights = [0.0] * len(FEATURES)
     weights[FEATURES.index("answer_log_magnitude")] = 50.0
     scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),

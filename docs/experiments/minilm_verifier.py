@@ -28,10 +28,12 @@ import json
 import math
 import random
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from program_verifier import listwise_loss  # this folder, run as a script
 from transformers import BertForSequenceClassification, BertTokenizerFast
 
 from mycelium.runtime.verifier import AnswerScorer
@@ -102,17 +104,17 @@ def verifier_scores(model, tokenizer, data: Encoded, top: int, max_length: int,
     for i in range(len(data.problems)):
         order = list(np.argsort(-data.prior[i], kind="stable"))[:top]
         jobs += [(i, c) for c in order]
-    raw: dict[tuple[int, int], float] = {}
+    raw: dict[int, dict[int, float]] = defaultdict(dict)  # problem -> candidate -> score
     with torch.no_grad():
         for at in range(0, len(jobs), batch):
             chunk = jobs[at:at + batch]
             pairs = [(data.questions[i], data.problems[i].programs[c]) for i, c in chunk]
-            for job, s in zip(chunk, batch_scores(model, tokenizer, pairs, max_length).tolist(),
-                              strict=True):
-                raw[job] = s
+            for (i, c), s in zip(chunk, batch_scores(model, tokenizer, pairs, max_length).tolist(),
+                                 strict=True):
+                raw[i][c] = s
     out = []
     for i, p in enumerate(data.problems):
-        got = {c: s for (j, c), s in raw.items() if j == i}
+        got = raw[i]
         low = min(got.values()) if got else 0.0
         out.append(np.array([got.get(c, low) for c in range(len(p.values))]))
     return out
@@ -192,11 +194,7 @@ def main() -> None:
                     rows.append(r)
                     positive.append(bool(train_data.positive[i][c]))
             scores = batch_scores(model, tokenizer, pairs, args.max_length)
-            rows_t, pos_t = torch.tensor(rows), torch.tensor(positive)
-            loss = torch.stack([
-                torch.logsumexp(scores[rows_t == r], 0)
-                - torch.logsumexp(scores[(rows_t == r) & pos_t], 0)
-                for r in range(len(chunk))]).mean()
+            loss = listwise_loss(scores, torch.tensor(rows), torch.tensor(positive))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
