@@ -1,0 +1,99 @@
+"""Do gradient-boosted trees over the candidates' features pick better than the shipped
+scorer's ReLU layer? (Experiment; train/README.md has the result.)
+
+    python docs/experiments/gbdt_scorer.py TRAIN_CACHE DEV_CACHE [--iterations N]
+
+Reads two `mycelium-train scorer --cache` files. Each candidate's row is its features
+and, per feature, its distance to the problem's best value of that feature (trees split
+on one feature at a time and cannot compare candidates otherwise); a pointwise
+``HistGradientBoostingClassifier`` learns "this candidate's value is the gold answer", its
+log-odds is the candidate's score, and the runtime's own pooling (``pick_index``) picks
+the value. Reports 5-fold cross-fitted picks on train (problem k in fold k % 5, as
+``mycelium-train scorer --folds 5``) and the dev picks of a fit on all of train, each
+next to the shipped form's (``--hidden 32 --members 4 --l2 0.01``) on the same
+candidates, paired per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from mycelium.runtime.compare import mcnemar_p
+from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
+
+sys.path.insert(0, str(Path(__file__).parent))
+from paired_crossfit import held_out  # noqa: E402 - the memoized shipped-form cross-fit
+
+FOLDS = 5
+
+
+def rows(problem: ProblemCandidates) -> np.ndarray:
+    """The candidates' features next to their distance to the problem's column maximum."""
+    x = np.asarray(problem.vectors, dtype=np.float64)
+    return np.concatenate([x, x - x.max(axis=0, keepdims=True)], axis=1)
+
+
+def stacked(problems: list[ProblemCandidates]) -> tuple[np.ndarray, np.ndarray]:
+    """All candidate rows and their labels (value == gold)."""
+    kept = [p for p in problems if p.values]
+    x = np.concatenate([rows(p) for p in kept])
+    y = np.concatenate([[v == p.gold for v in p.values] for p in kept]).astype(int)
+    return x, y
+
+
+def trees(problems: list[ProblemCandidates], iterations: int,
+          seed: int) -> HistGradientBoostingClassifier:
+    """Pointwise boosted trees over the candidate rows."""
+    x, y = stacked(problems)
+    model = HistGradientBoostingClassifier(max_iter=iterations, learning_rate=0.05,
+                                           max_leaf_nodes=31, l2_regularization=1.0,
+                                           random_state=seed)
+    return model.fit(x, y)
+
+
+def right(model: HistGradientBoostingClassifier, problem: ProblemCandidates) -> bool:
+    """Whether the trees' scores pick the problem's gold value."""
+    if not problem.values:
+        return False
+    return picked(problem, list(model.decision_function(rows(problem)))) == problem.gold
+
+
+def paired(name: str, new: list[bool], old: list[bool]) -> None:
+    gained = sum(a and not b for a, b in zip(new, old, strict=True))
+    lost = sum(b and not a for a, b in zip(new, old, strict=True))
+    print(f"{name}: trees {sum(new)} vs shipped form {sum(old)} (gained {gained}, lost "
+          f"{lost}, McNemar p {mcnemar_p(gained, lost):.3g})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("train", type=Path)
+    parser.add_argument("dev", type=Path)
+    parser.add_argument("--iterations", type=int, default=300)
+    args = parser.parse_args()
+    train, dev = read_cache(args.train), read_cache(args.dev)
+
+    trees_right = [False] * len(train)
+    for fold in range(FOLDS):
+        model = trees([p for k, p in enumerate(train) if k % FOLDS != fold], args.iterations,
+                      fold)
+        for k in range(fold, len(train), FOLDS):
+            trees_right[k] = right(model, train[k])
+    ids, shipped_held_out = held_out(args.train, FOLDS)
+    if ids != [str(p.id) for p in train]:
+        raise SystemExit("the memoized cross-fit is of other problems")
+    paired("train 5-fold cross-fitted", trees_right, shipped_held_out)
+
+    model = trees(train, args.iterations, 0)
+    shipped = fit(train, l2=0.01, hidden=32, members=4)
+    paired("dev", [right(model, p) for p in dev],
+           [bool(p.values) and picked(p, shipped.logits(p.vectors)) == p.gold for p in dev])
+
+
+if __name__ == "__main__":
+    main()
