@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mycelium.runtime.compare import mcnemar_p
 from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired_crossfit import held_out  # noqa: E402 - the memoized shipped-form cross-fit
+from paired_crossfit import held_out, print_paired  # noqa: E402 - shared with it
 
 FOLDS = 5
 
@@ -63,13 +62,6 @@ def right(model: HistGradientBoostingClassifier, problem: ProblemCandidates) -> 
     return picked(problem, list(model.decision_function(rows(problem)))) == problem.gold
 
 
-def paired(name: str, new: list[bool], old: list[bool]) -> None:
-    gained = sum(a and not b for a, b in zip(new, old, strict=True))
-    lost = sum(b and not a for a, b in zip(new, old, strict=True))
-    print(f"{name}: trees {sum(new)} vs shipped form {sum(old)} (gained {gained}, lost "
-          f"{lost}, McNemar p {mcnemar_p(gained, lost):.3g})", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("train", type=Path)
@@ -87,11 +79,11 @@ def main() -> None:
     ids, shipped_held_out = held_out(args.train, FOLDS)
     if ids != [str(p.id) for p in train]:
         raise SystemExit("the memoized cross-fit is of other problems")
-    paired("train 5-fold cross-fitted", trees_right, shipped_held_out)
+    print_paired("train 5-fold cross-fitted", "trees", trees_right, shipped_held_out)
 
     model = trees(train, args.iterations, 0)
     shipped = fit(train, l2=0.01, hidden=32, members=4)
-    paired("dev", [right(model, p) for p in dev],
+    print_paired("dev", "trees", [right(model, p) for p in dev],
            [bool(p.values) and picked(p, shipped.logits(p.vectors)) == p.gold for p in dev])
 
 

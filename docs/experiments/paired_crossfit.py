@@ -66,6 +66,19 @@ def held_out(cache: Path, folds: int, without: tuple[str, ...] = (), members: in
     return ids, right
 
 
+def paired_line(new: list[bool], old: list[bool]) -> str:
+    """``gained G, lost L, McNemar p P`` of per-problem rights ``new`` against ``old``."""
+    gained = sum(now and not was for was, now in zip(old, new, strict=True))
+    lost = sum(was and not now for was, now in zip(old, new, strict=True))
+    return f"gained {gained}, lost {lost}, McNemar p {mcnemar_p(gained, lost):.3g}"
+
+
+def print_paired(name: str, label: str, new: list[bool], old: list[bool]) -> None:
+    """One line: ``label``'s right picks against the shipped form's, paired per problem."""
+    print(f"{name}: {label} {sum(new)} vs shipped form {sum(old)} ({paired_line(new, old)})",
+          flush=True)
+
+
 @click.command()
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -81,10 +94,8 @@ def main(baseline: Path, candidate: Path, folds: int, without: tuple[str, ...],
     after_ids, after = held_out(candidate, folds, members=members)
     if before_ids != after_ids:
         raise click.UsageError("the caches do not list the same problems in the same order")
-    gained = sum(now and not was for was, now in zip(before, after, strict=True))
-    lost = sum(was and not now for was, now in zip(before, after, strict=True))
     click.echo(f"{baseline}: {sum(before)}, {candidate}: {sum(after)}, "
-               f"gained {gained}, lost {lost}, McNemar p {mcnemar_p(gained, lost):.3g}")
+               f"{paired_line(after, before)}")
 
 
 if __name__ == "__main__":
