@@ -23,24 +23,19 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
+from mycelium.train.scorer import ProblemCandidates, picked, read_cache
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired_crossfit import held_out, print_paired  # noqa: E402 - shared with it
+from paired_crossfit import print_paired, shipped_dev_right, shipped_held_out  # noqa: E402
+from relative_features import with_distance_to_best  # noqa: E402
 
 FOLDS = 5
-
-
-def rows(problem: ProblemCandidates) -> np.ndarray:
-    """The candidates' features next to their distance to the problem's column maximum."""
-    x = np.asarray(problem.vectors, dtype=np.float64)
-    return np.concatenate([x, x - x.max(axis=0, keepdims=True)], axis=1)
 
 
 def stacked(problems: list[ProblemCandidates]) -> tuple[np.ndarray, np.ndarray]:
     """All candidate rows and their labels (value == gold)."""
     kept = [p for p in problems if p.values]
-    x = np.concatenate([rows(p) for p in kept])
+    x = np.concatenate([with_distance_to_best(p.vectors) for p in kept])
     y = np.concatenate([[v == p.gold for v in p.values] for p in kept]).astype(int)
     return x, y
 
@@ -59,7 +54,8 @@ def right(model: HistGradientBoostingClassifier, problem: ProblemCandidates) -> 
     """Whether the trees' scores pick the problem's gold value."""
     if not problem.values:
         return False
-    return picked(problem, list(model.decision_function(rows(problem)))) == problem.gold
+    scores = model.decision_function(with_distance_to_best(problem.vectors))
+    return picked(problem, list(scores)) == problem.gold
 
 
 def main() -> None:
@@ -76,15 +72,11 @@ def main() -> None:
                       fold)
         for k in range(fold, len(train), FOLDS):
             trees_right[k] = right(model, train[k])
-    ids, shipped_held_out = held_out(args.train, FOLDS)
-    if ids != [str(p.id) for p in train]:
-        raise SystemExit("the memoized cross-fit is of other problems")
-    print_paired("train 5-fold cross-fitted", "trees", trees_right, shipped_held_out)
+    print_paired("train 5-fold cross-fitted", "trees", trees_right,
+                 shipped_held_out(args.train, train, FOLDS))
 
     model = trees(train, args.iterations, 0)
-    shipped = fit(train, l2=0.01, hidden=32, members=4)
-    print_paired("dev", "trees", [right(model, p) for p in dev],
-           [bool(p.values) and picked(p, shipped.logits(p.vectors)) == p.gold for p in dev])
+    print_paired("dev", "trees", [right(model, p) for p in dev], shipped_dev_right(train, dev))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import click
 
 from mycelium.runtime.compare import mcnemar_p
 from mycelium.runtime.verifier import FEATURES
-from mycelium.train.scorer import held_out_right, read_cache
+from mycelium.train.scorer import ProblemCandidates, fit, held_out_right, picked, read_cache
 
 SHIPPED = {"l2": 0.01, "hidden": 32, "members": 4}  # the shipped scorer's form
 
@@ -71,6 +71,22 @@ def paired_line(new: list[bool], old: list[bool]) -> str:
     gained = sum(now and not was for was, now in zip(old, new, strict=True))
     lost = sum(was and not now for was, now in zip(old, new, strict=True))
     return f"gained {gained}, lost {lost}, McNemar p {mcnemar_p(gained, lost):.3g}"
+
+
+def shipped_held_out(cache: Path, problems: list[ProblemCandidates], folds: int
+                     ) -> list[bool]:
+    """:func:`held_out` of ``cache`` (the shipped form), checked to be ``problems``."""
+    ids, right = held_out(cache, folds)
+    if ids != [str(p.id) for p in problems]:
+        raise SystemExit(f"the memoized cross-fit of {cache} is of other problems")
+    return right
+
+
+def shipped_dev_right(train: list[ProblemCandidates], dev: list[ProblemCandidates]
+                      ) -> list[bool]:
+    """Per dev problem: whether the shipped form fitted on ``train`` picks its gold value."""
+    scorer = fit(train, **SHIPPED)
+    return [bool(p.values) and picked(p, scorer.logits(p.vectors)) == p.gold for p in dev]
 
 
 def print_paired(name: str, label: str, new: list[bool], old: list[bool]) -> None:

@@ -25,18 +25,28 @@ from mycelium.runtime.verifier import FEATURES
 from mycelium.train.scorer import ProblemCandidates, fit, picked, read_cache
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired_crossfit import held_out, print_paired  # noqa: E402 - shared with it
+from paired_crossfit import (  # noqa: E402 - shared with it
+    SHIPPED,
+    print_paired,
+    shipped_dev_right,
+    shipped_held_out,
+)
 
 WIDE = (*FEATURES, *(f"{name}_below_best" for name in FEATURES))
 
 
+def with_distance_to_best(vectors: list[list[float]]) -> np.ndarray:
+    """The candidates' feature rows, each followed by its distance to the problem's
+    column maxima (``x - max``)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    return np.concatenate([x, x - x.max(axis=0, keepdims=True)], axis=1)
+
+
 def widened(problem: ProblemCandidates) -> ProblemCandidates:
-    """The problem with each row followed by its distance to the column maxima."""
+    """The problem with its rows widened by :func:`with_distance_to_best`."""
     if not problem.vectors:
         return problem
-    x = np.asarray(problem.vectors, dtype=np.float64)
-    return replace(problem, vectors=np.concatenate(
-        [x, x - x.max(axis=0, keepdims=True)], axis=1).tolist())
+    return replace(problem, vectors=with_distance_to_best(problem.vectors).tolist())
 
 
 def fit_wide(problems: list[ProblemCandidates]):  # noqa: ANN201 - an AnswerScorer
@@ -44,7 +54,7 @@ def fit_wide(problems: list[ProblemCandidates]):  # noqa: ANN201 - an AnswerScor
     original = scorer_module.FEATURES
     scorer_module.FEATURES = WIDE
     try:
-        return fit([widened(p) for p in problems], l2=0.01, hidden=32, members=4)
+        return fit([widened(p) for p in problems], **SHIPPED)
     finally:
         scorer_module.FEATURES = original
 
@@ -53,9 +63,8 @@ def right_under(model, problem: ProblemCandidates) -> bool:  # noqa: ANN001
     """Whether the widened scorer's logits pick the gold value."""
     if not problem.values:
         return False
-    wide = widened(problem)
     mean, scale, weights = (np.asarray(v) for v in (model.mean, model.scale, model.weights))
-    x = (np.asarray(wide.vectors) - mean) / scale
+    x = (with_distance_to_best(problem.vectors) - mean) / scale
     z = x @ weights + (model.hidden(x) if model.hidden is not None else 0.0)
     return picked(problem, list(z)) == problem.gold
 
@@ -68,19 +77,17 @@ def main() -> None:
     args = parser.parse_args()
     train, dev = read_cache(args.train), read_cache(args.dev)
 
-    model, shipped = fit_wide(train), fit(train, l2=0.01, hidden=32, members=4)
+    model = fit_wide(train)
     print_paired("dev", "widened", [right_under(model, p) for p in dev],
-           [bool(p.values) and picked(p, shipped.logits(p.vectors)) == p.gold for p in dev])
+                 shipped_dev_right(train, dev))
     if args.folds:
         wide_right = [False] * len(train)
         for fold in range(args.folds):
             model = fit_wide([p for k, p in enumerate(train) if k % args.folds != fold])
             for k in range(fold, len(train), args.folds):
                 wide_right[k] = right_under(model, train[k])
-        ids, shipped_right = held_out(args.train, args.folds)
-        if ids != [str(p.id) for p in train]:
-            raise SystemExit("the memoized cross-fit is of other problems")
-        print_paired(f"train {args.folds}-fold cross-fitted", "widened", wide_right, shipped_right)
+        print_paired(f"train {args.folds}-fold cross-fitted", "widened", wide_right,
+                     shipped_held_out(args.train, train, args.folds))
 
 
 if __name__ == "__main__":
