@@ -39,14 +39,14 @@ def solve(
     but its spans are replaced by the given ones (``--spans-from``)."""
     if spans is None:
         return solver.solve(questions)
-    solver._segment(questions)  # same work and Stats as a normal solve; output discarded
+    solver.segment(questions)  # same work and Stats as a normal solve; output discarded
     return solver.solve(questions, spans=spans)
 
 
 def spans_of(artifacts: str, questions: Sequence[str]) -> list[list[Span]]:
     """The spans another (trained) artifacts folder's segmenter marks in the questions."""
     helper = Solver.load(artifacts, "cpu")
-    return [list(s) for s in helper._segment(list(questions))]
+    return [list(s) for s in helper.segment(list(questions))]
 
 
 def _batches(questions: Sequence[str], spans: SpanLists | None, size: int):

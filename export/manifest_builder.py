@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from mycelium.runtime.manifest import (
     KVCacheSpec,
     Manifest,
     ModelSpec,
+    model_kind,
     sha256_file,
 )
 
@@ -35,9 +37,10 @@ def versions(opset: int) -> dict[str, str]:
 
 def model_spec(folder: Path, model: ModelCheckpoint, io: GraphIO, files: list[str],
                tokenizer: str, kv: KVCacheSpec | None) -> ModelSpec:
-    """The manifest entry of one exported model; hashes the files in ``folder``."""
+    """The manifest entry of one exported model (its runner kind written out); hashes the
+    files in ``folder``."""
     graph, *data = files
-    return ModelSpec(
+    spec = ModelSpec(
         file=graph,
         sha256=sha256_file(folder / graph),
         tokenizer=tokenizer,
@@ -50,6 +53,7 @@ def model_spec(folder: Path, model: ModelCheckpoint, io: GraphIO, files: list[st
         special_tokens=dict(model.special_tokens),
         architecture=model.architecture.model_type,
     )
+    return replace(spec, kind=model_kind(model.name, spec))
 
 
 def build_manifest(checkpoint: Checkpoint, precision: str, specs: dict[str, ModelSpec],

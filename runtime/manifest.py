@@ -25,6 +25,15 @@ ENCODER_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # an encoder classifier reading each problem once: ids and mask (B, T), and which tokens
 # belong to each span group (B, G, T)
 SPAN_GROUP_INPUTS = ("input_ids", "attention_mask", "group_tokens")
+# how a model is served (``runtime.runners``): token labels over a problem (the segmenter),
+# a decoder with a KV cache, an encoder reading one text pair per span group, or an
+# encoder reading each problem once with all its span groups
+MODEL_KINDS = ("token_classifier", "decoder", "pair_classifier", "span_group_classifier")
+ROLE_KINDS = {
+    "segmenter": ("token_classifier",),
+    "classifier": ("decoder", "pair_classifier", "span_group_classifier"),
+    "extractor": ("decoder",),
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class ModelSpec:
     kv_cache: KVCacheSpec | None = None  # decoders only
     special_tokens: dict[str, int] = field(default_factory=dict)  # name -> id
     architecture: str = "qwen2"
+    kind: str | None = None  # one of MODEL_KINDS; None in manifests written before it
 
     @property
     def reads_span_groups(self) -> bool:
@@ -105,6 +115,18 @@ class Manifest:
             "parity": self.parity,
             "versions": self.versions,
         }
+
+
+def model_kind(role: str, spec: ModelSpec) -> str:
+    """How a model is served (one of :data:`MODEL_KINDS`): the manifest's ``kind``, or for
+    a manifest written before the field, what its role and graph inputs say."""
+    if spec.kind is not None:
+        return spec.kind
+    if spec.kv_cache is not None:
+        return "decoder"
+    if role == "segmenter":
+        return "token_classifier"
+    return "span_group_classifier" if spec.reads_span_groups else "pair_classifier"
 
 
 def sha256_file(path: Path) -> str:
@@ -164,6 +186,13 @@ def _model_spec(name: str, raw: Any) -> ModelSpec:
     if not isinstance(external, dict):
         raise ArtifactsError(f"manifest: {where}.external_data must be an object")
     special = raw.get("special_tokens", {}) if isinstance(raw, dict) else {}
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if kind is not None and kind not in ROLE_KINDS.get(name, MODEL_KINDS):
+        raise ArtifactsError(f"manifest: {where}.kind {kind!r} is not one of "
+                             f"{', '.join(ROLE_KINDS.get(name, MODEL_KINDS))}")
+    if kind is not None and (kind == "decoder") != (kv is not None):
+        raise ArtifactsError(f"manifest: {where}.kind {kind!r} and its kv_cache disagree "
+                             "(a decoder has one, no other kind does)")
     return ModelSpec(
         file=_require(raw, "file", str, where),
         sha256=_require(raw, "sha256", str, where),
@@ -176,6 +205,7 @@ def _model_spec(name: str, raw: Any) -> ModelSpec:
         kv_cache=kv_spec,
         special_tokens={str(k): int(v) for k, v in special.items()},
         architecture=str(raw.get("architecture", "qwen2")),
+        kind=kind,
     )
 
 

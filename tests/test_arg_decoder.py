@@ -172,8 +172,8 @@ def test_export_and_serve_an_encoder_extractor(encoder_extractor_checkpoint: Pat
     # the runtime's cached greedy decode writes what the PyTorch model writes
     solver = Solver.load(report.output, provider="cpu")
     spec: SolverSpec = solver.spec
-    prefix, _ = solver._prefix_states(solver.extractor, "extractor", [QUESTION])
-    [[(text, logprob)]] = solver._extract(prefix, [(0, [(0, "3"), (1, "15")], "ADD")], 1)
+    prefix, _ = solver.prefix_states("extractor", [QUESTION])
+    [[(text, logprob)]] = solver.extract(prefix, [(0, [(0, "3"), (1, "15")], "ADD")], 1)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     from mycelium.runtime.templates import extractor_suffix
 
@@ -220,8 +220,8 @@ def test_torch_baseline_serves_the_encoder_extractor(encoder_extractor_checkpoin
     rows = [(0, [(0, "3"), (1, "15")], "ADD"), (0, [], "MUL"), (1, [(0, "15")], "SUB")]
     got = []
     for solver in (eager, onnx_solver):
-        prefix, _ = solver._prefix_states(solver.extractor, "extractor", [QUESTION, "Hi 15"])
-        got.append(solver._extract(prefix, rows, 2))
+        prefix, _ = solver.prefix_states("extractor", [QUESTION, "Hi 15"])
+        got.append(solver.extract(prefix, rows, 2))
     assert [[text for text, _ in row] for row in got[0]] == [
         [text for text, _ in row] for row in got[1]]
     np.testing.assert_allclose([[lp for _, lp in row] for row in got[0]],

@@ -109,14 +109,17 @@ def test_io_bound_solver_gives_the_same_answers(fp32_export, solver: Solver) -> 
 def test_rows_per_call_respect_the_cache_budget(solver: Solver) -> None:
     from types import SimpleNamespace
 
+    from mycelium.runtime.batching import KV_BUDGET_BYTES, MAX_ROWS_PER_CALL, rows_per_call
     from mycelium.runtime.manifest import KVCacheSpec
-    from mycelium.runtime.solver import KV_BUDGET_BYTES, MAX_ROWS_PER_CALL
 
     state = solver.extractor.empty_state(2)
     state.mask = np.ones((2, 200), dtype=np.int64)
-    assert solver._rows_per_call(solver.extractor, state, 12) == MAX_ROWS_PER_CALL  # tiny model
+    suffix = solver.spec.max_suffix_tokens
+    extractor = solver.specialist("extractor")
+    assert extractor.rows_per_call(state, suffix, 12) == MAX_ROWS_PER_CALL  # tiny model
     real_shape = SimpleNamespace(kv=KVCacheSpec(24, 2, 64, "float32"))  # Qwen2.5-0.5B cache
-    rows = solver._rows_per_call(real_shape, state, 12)
+    assert rows_per_call(None, state, suffix, 12) == MAX_ROWS_PER_CALL  # no cache: no limit
+    rows = rows_per_call(real_shape.kv, state, suffix, 12)
     per_row = 2 * 24 * 2 * 64 * (200 + solver.spec.max_suffix_tokens + 12) * 4
     assert rows == KV_BUDGET_BYTES // per_row and 1 <= rows < MAX_ROWS_PER_CALL
 
@@ -204,7 +207,7 @@ def test_beam_sequences_are_distinct_sorted_and_scored_by_the_model(solver: Solv
 def test_a_beam_one_token_deep_is_the_first_token_branches(solver: Solver) -> None:
     """``depth=1``: the top first tokens, each continued greedily (``arg_readings``
     without ``arg_beam``), best first."""
-    from mycelium.runtime.solver import branch_first_token
+    from mycelium.runtime.extract import branch_first_token
 
     prompts = [_ids(solver, "extractor", p + "<sep> Q0=12<op> SUB<args>") for p in PROBLEMS]
     logits, state = solver.extractor.prefill(prompts)

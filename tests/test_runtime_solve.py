@@ -16,17 +16,12 @@ from click.testing import CliRunner
 from mycelium.executor import Arg
 from mycelium.runtime import Solver
 from mycelium.runtime.cli import main
+from mycelium.runtime.extract import BEAM_DEPTH, branch_first_token
 from mycelium.runtime.grammar import parse_args
 from mycelium.runtime.manifest import load_manifest
-from mycelium.runtime.models import DecoderState
-from mycelium.runtime.solver import (
-    BEAM_DEPTH,
-    Variant,
-    branch_first_token,
-    describe,
-    distinct_readings,
-    top_k,
-)
+from mycelium.runtime.models import DecoderState, top_k
+from mycelium.runtime.readings import Variant, distinct_readings
+from mycelium.runtime.render import describe
 from mycelium.runtime.spec import SEGMENTER_LABELS
 from mycelium.runtime.templates import extractor_suffix
 
@@ -238,10 +233,11 @@ def test_arg_beam_reads_the_beam_search_best_sequences(artifacts: Path) -> None:
     questions = ["Tom has 3 apples and buys 4 more.", "Sam has 5 pens and 7 cups."]
     rows = [(0, [(0, "3"), (1, "4")], "ADD"), (1, [], "MUL"), (1, [(1, "7")], "SUB")]
     beamed = Solver.load(artifacts=artifacts, search=("arg_readings=3", "arg_beam=true"))
-    prefix, _ = beamed._prefix_states(beamed.extractor, "extractor", questions)
-    got = beamed._extract(prefix, rows, 3)
-    suffixes = beamed._suffix_ids("extractor", [
-        extractor_suffix(beamed.spec.templates, items, op) for _, items, op in rows])
+    prefix, _ = beamed.prefix_states("extractor", questions)
+    got = beamed.extract(prefix, rows, 3)
+    suffixes = beamed.specialist("extractor").suffix_ids([
+        extractor_suffix(beamed.spec.templates, items, op) for _, items, op in rows],
+        beamed.spec.max_suffix_tokens)
     logits, state = beamed.extractor.prefill(suffixes, prefix.take(np.array([0, 1, 1])))
     found = beamed.extractor.beam(logits, state, eos_id=beamed.eos_id,
                                   max_new_tokens=beamed.spec.max_new_tokens, width=3,
@@ -254,9 +250,9 @@ def test_arg_beam_reads_the_beam_search_best_sequences(artifacts: Path) -> None:
                                    atol=1e-4)
         assert [lp for _, lp in readings] == sorted((lp for _, lp in readings), reverse=True)
     branched = Solver.load(artifacts=artifacts, search=("arg_readings=3",))
-    prefix, _ = branched._prefix_states(branched.extractor, "extractor", questions)
-    first = [readings[0] for readings in branched._extract(prefix, rows, 1)]
-    assert [readings[0][0] for readings in branched._extract(prefix, rows, 3)] == [
+    prefix, _ = branched.prefix_states("extractor", questions)
+    first = [readings[0] for readings in branched.extract(prefix, rows, 1)]
+    assert [readings[0][0] for readings in branched.extract(prefix, rows, 3)] == [
         text for text, _ in first]  # the top branch is the greedy reading
 
 
@@ -572,3 +568,24 @@ def test_diagnose_reads_commutative_arguments_in_any_order() -> None:
     assert not _same_arguments("SUB", "R1 Q0", ["Q0", "R1"])
     assert not _same_arguments("MUL", "Q0 Q0", ["Q0", "R1"])
     assert not _same_arguments("MUL", None, ["Q0"])
+
+
+def test_model_kind_is_the_manifests_or_derived_for_an_older_one() -> None:
+    """The runner kind: a manifest's ``kind`` when it has one (checked against the role
+    and the KV cache), else derived from the graph (the embedded default predates it)."""
+    from mycelium.runtime.artifacts import resolve_artifacts
+    from mycelium.runtime.errors import ArtifactsError
+    from mycelium.runtime.manifest import model_kind, parse_manifest
+
+    data = json.loads((resolve_artifacts(None) / "manifest.json").read_text())
+    assert all("kind" not in model for model in data["models"].values())
+    manifest = parse_manifest(data)
+    assert {name: model_kind(name, spec) for name, spec in manifest.models.items()} == {
+        "segmenter": "token_classifier", "classifier": "span_group_classifier",
+        "extractor": "decoder"}
+    data["models"]["classifier"]["kind"] = "span_group_classifier"
+    assert parse_manifest(data).models["classifier"].kind == "span_group_classifier"
+    for wrong in ("decoder", "token_classifier", "lstm"):  # no cache; not a classifier's
+        data["models"]["classifier"]["kind"] = wrong
+        with pytest.raises(ArtifactsError, match="kind"):
+            parse_manifest(data)

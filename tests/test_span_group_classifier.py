@@ -26,7 +26,7 @@ from transformers import BertModel  # noqa: E402
 from mycelium.export.checkpoint import validate_checkpoint  # noqa: E402
 from mycelium.export.errors import CheckpointError  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
-from mycelium.runtime import solver as solver_module  # noqa: E402
+from mycelium.runtime import classify as classify_module  # noqa: E402
 from mycelium.runtime.errors import ArtifactsError  # noqa: E402
 from mycelium.runtime.manifest import load_manifest, parse_manifest  # noqa: E402
 from mycelium.runtime.results import Span  # noqa: E402
@@ -224,10 +224,11 @@ def test_export_and_serve_a_span_group_classifier(checkpoint: Path, exports, pre
     class_rows = [(p, items) for p in range(3)
                   for items in ([(0, spans[p][0].text)], [(1, spans[p][1].text)],
                                 [(0, spans[p][0].text), (1, spans[p][1].text)], [])]
-    whole = solver._classify_groups(questions, spans, class_rows)
-    monkeypatch.setattr(solver_module, "GROUP_SLOTS", 3)
-    monkeypatch.setattr(solver_module, "GROUP_CELLS_PER_CALL", 10)
-    np.testing.assert_allclose(solver._classify_groups(questions, spans, class_rows), whole,
+    assert solver.classifier_kind == "span_group_classifier"
+    whole = solver.classify(questions, spans, class_rows)
+    monkeypatch.setattr(classify_module, "GROUP_SLOTS", 3)
+    monkeypatch.setattr(classify_module, "GROUP_CELLS_PER_CALL", 10)
+    np.testing.assert_allclose(solver.classify(questions, spans, class_rows), whole,
                                atol=same)
     np.testing.assert_allclose(whole[:4], whole[8:], atol=same)  # same problem, same readings
 

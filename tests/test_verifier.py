@@ -214,8 +214,8 @@ def _add_or_multiply(solver):  # noqa: ANN001, ANN202 - a test helper
     """Spans of QUANTITIES, the solver's used sets, and one group read as ADD (better
     scored, 57) or MUL (672)."""
     from mycelium.runtime import Span
+    from mycelium.runtime.readings import Variant
     from mycelium.runtime.search import used_sets
-    from mycelium.runtime.solver import Variant
 
     spans = [Span(i, i + 1, str(v), v, 0.9) for i, v in enumerate(QUANTITIES)]
     sets = used_sets([0.9] * 3, solver.spec.search)
@@ -232,7 +232,7 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
 
     solver = Solver.load(fp32_export.output, "cpu")
     spans, sets, readings = _add_or_multiply(solver)
-    assert solver._choose("p", spans, sets, readings).answer == 57  # the better-scored
+    assert solver.choose("p", spans, sets, readings).answer == 57  # the better-scored
     magnitude = FEATURES.index("answer_log_magnitude")
     for sign, answer in ((1.0, 672), (-1.0, 57)):
         weights = [0.0] * len(FEATURES)
@@ -240,7 +240,7 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
                               tuple(weights))
         solver.spec = replace(solver.spec, answer_scorer=scorer)
-        result = solver._choose("p", spans, sets, readings, trace=True)
+        result = solver.choose("p", spans, sets, readings, trace=True)
         assert result.answer == answer and result.confidence > 0.99
         assert len(result.trace["candidate_features"]) == len(result.trace["valid_values"])
         programs = result.trace["candidate_programs"]
@@ -254,7 +254,7 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
                               (0.0,) * len(FEATURES), HiddenLayer((unit,), (0.0,), (out,)))
         solver.spec = replace(solver.spec, answer_scorer=scorer)
-        assert solver._choose("p", spans, sets, readings).answer == answer
+        assert solver.choose("p", spans, sets, readings).answer == answer
 
 
 def test_scorer_command_without_signal_is_one_clear_line(tmp_path: Path, fp32_export) -> None:
@@ -274,7 +274,7 @@ def test_scorer_command_without_signal_is_one_clear_line(tmp_path: Path, fp32_ex
 
 
 def test_candidate_programs_are_written_as_solution_text(tmp_path: Path) -> None:
-    from mycelium.runtime.solver import program_record
+    from mycelium.runtime.render import program_record
     from mycelium.train.program_text import render_program
 
     result = _run(Step("DIV", (Arg.quantity(0), Arg.quantity(1))),
@@ -346,12 +346,12 @@ def test_solver_reports_the_calibrated_confidence(fp32_export) -> None:
     scorer = AnswerScorer(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES),
                           tuple(weights))
     solver.spec = replace(solver.spec, answer_scorer=scorer)
-    raw = solver._choose("p", spans, sets, readings)
+    raw = solver.choose("p", spans, sets, readings)
     assert raw.answer == 672 and raw.confidence > 0.99  # the pool's share
     # two valid candidates, two values: P(right) = sigmoid(-1 + 0.5 log 2)
     calibration = ConfidenceCalibration(("log_values",), (0.5,), -1.0)
     solver.spec = replace(solver.spec, confidence_calibration=calibration)
-    result = solver._choose("p", spans, sets, readings)
+    result = solver.choose("p", spans, sets, readings)
     assert result.answer == 672
     assert result.confidence == pytest.approx(1 / (1 + math.exp(1.0 - 0.5 * math.log(2))))
 

@@ -116,7 +116,7 @@ def main() -> None:
     started = time.time()
     for at in range(0, len(rows), 16):
         chunk = rows[at:at + 16]
-        spans = solver._segment([r["question"] for _, r in chunk])
+        spans = solver.segment([r["question"] for _, r in chunk])
         for (number, record), found in zip(chunk, spans, strict=True):
             gold = gold_value(record)
             sources = Sources(tuple(s.value for s in found if s.value is not None), constants)
