@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
-MODELS = ("segmenter", "classifier", "extractor")
+from mycelium.runtime.manifest import MODEL_NAMES as MODELS
+from mycelium.runtime.solver import STAGES
 
 # Fixed fields of report.json and their JSON types (None: may be null).
 FIXED_FIELDS: dict[str, tuple[type, ...]] = {

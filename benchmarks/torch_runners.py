@@ -21,8 +21,7 @@ from transformers import (
 )
 
 from mycelium.export.checkpoint import validate_checkpoint
-from mycelium.export.wrappers import ArgumentDecoderGraph
-from mycelium.runtime.manifest import ModelSpec, load_manifest, model_kind
+from mycelium.runtime.manifest import ModelSpec, load_manifest
 from mycelium.runtime.models import (
     DecoderRunner,
     DecoderState,
@@ -32,9 +31,8 @@ from mycelium.runtime.models import (
     extend,
     log_softmax,
 )
-from mycelium.runtime.runners import ClassifierRunner
 from mycelium.runtime.sessions import choose_provider
-from mycelium.runtime.solver import Solver
+from mycelium.runtime.solver import ClassifierRunner, Solver
 from mycelium.runtime.tokenization import (
     EncodedPair,
     GroupedProblem,
@@ -109,9 +107,6 @@ class TorchDecoderRunner(DecoderRunner):
         super().__init__(None, spec, pad_id)  # type: ignore[arg-type]  # no onnx session
         self.model = model
         self.causal = isinstance(model, Qwen2ForCausalLM)
-        # an encoder read causally (BertForArgumentDecoding) keeps its cache as plain
-        # tensors: it runs the exported graph's module
-        self.graph = ArgumentDecoderGraph(model) if hasattr(model, "decode") else None
         self.torch_dtype = next(model.parameters()).dtype
 
     def empty_state(self, batch: int) -> DecoderState:
@@ -129,11 +124,6 @@ class TorchDecoderRunner(DecoderRunner):
         (``out``, preallocated cache buffers, exists only with IO binding: never here)."""
         mask, positions, next_position = extend(state, new_mask)
         past: list[Any] = state.past
-        if self.graph is not None:
-            with torch.inference_mode():
-                logits, *presents = self.graph(torch.from_numpy(ids), torch.from_numpy(mask),
-                                               torch.from_numpy(positions), *past)
-            return logits.float().numpy(), DecoderState(mask, next_position, presents)
         if state.mask.shape[1]:
             cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2], strict=True)))
         else:
@@ -181,10 +171,9 @@ def load_torch_solver(
     pad = {name: model.config.pad_token_id for name, model in models.items()}
     spec = manifest.models["classifier"]
     classifier: ClassifierRunner
-    kind = model_kind("classifier", spec)
-    if kind == "decoder":
+    if spec.kv_cache is not None:
         classifier = TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
-    elif kind == "span_group_classifier":
+    elif spec.reads_span_groups:
         classifier = TorchSpanGroupClassifierRunner(models["classifier"], pad["classifier"])
     else:
         classifier = TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])

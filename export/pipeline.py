@@ -87,9 +87,7 @@ def graph_io(model: ModelCheckpoint, config: Any,
         return segmenter_io(labels, dtype), None
     assert model.architecture.kv_layout is not None  # checked at registration
     layers, kv_heads, head_dim = model.architecture.kv_layout(config)
-    # an encoder read as the extractor writes only its first ``output_tokens`` ids
-    width = len(model.labels) if model.labels else (
-        getattr(config, "output_tokens", None) or config.vocab_size)
+    width = len(model.labels) if model.labels else config.vocab_size
     kv = KVCacheSpec(num_layers=layers, num_kv_heads=kv_heads, head_dim=head_dim, dtype=dtype)
     return decoder_io(layers, kv_heads, head_dim, width, dtype), kv
 

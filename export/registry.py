@@ -9,12 +9,10 @@ architecture is one decorated function; nothing else branches on the model type.
 
 Decoders (``qwen2``) serve every role. An encoder (``bert``: a pretrained English
 encoder fine-tuned as a specialist) serves the segmenter and the classifier as
-full-sequence graphs, and the extractor read causally with a KV cache
-(``BertForArgumentDecoding``, mycelium.train.arg_decoder). The classifier then reads one
-text pair per group
+full-sequence graphs. The classifier then reads one text pair per group
 (``BertForSequenceClassification``) or each problem once, every group pooled from its
-spans' tokens (``BertForSpanGroupClassification``, mycelium.train.span_group). A role
-may accept several classes; config.json's ``architectures`` names the one it holds.
+spans' tokens (``BertForSpanGroupClassification``, mycelium.modeling). A role may accept
+several classes; config.json's ``architectures`` names the one it holds.
 """
 
 from __future__ import annotations
@@ -25,8 +23,9 @@ from typing import Any
 
 from torch import nn
 
+from mycelium.modeling import SPAN_GROUP_CLASS
+
 from .wrappers import (
-    ArgumentDecoderGraph,
     EncoderSequenceClassifierGraph,
     EncoderTokenClassifierGraph,
     LastPositionDecoderGraph,
@@ -65,18 +64,11 @@ class Architecture:
     kv_layout: Callable[[Any], tuple[int, int, int]] | None  # decoders: (layers, kv heads, dim)
     int8_ops: tuple[str, ...] = ("MatMul",)  # op types int8 export quantizes
     int8_per_channel: bool = False  # one scale per output channel instead of per tensor
-    # the roles served as KV-cache graphs; None: every decoder role (a decoder's)
-    cached_roles: tuple[str, ...] | None = None
 
     def cached(self, role: str) -> bool:
         """Whether this architecture serves ``role`` as a KV-cache graph (a decoder role
-        on a decoder, or a role an encoder serves read causally); other roles are served
-        as full-sequence graphs."""
-        if self.kv_layout is None:
-            return False
-        if self.cached_roles is not None:
-            return role in self.cached_roles
-        return ROLES[role].decoder
+        on a decoder); other roles are served as full-sequence graphs."""
+        return self.kv_layout is not None and ROLES[role].decoder
 
     def class_names(self, role: str) -> tuple[str, ...]:
         """The ``architectures`` entries config.json may declare for a role."""
@@ -101,13 +93,11 @@ def register_architecture(model_type: str, classes: dict[str, Classes],
                           check_config: Callable[[dict[str, Any]], list[str]],
                           kv_layout: Callable[[Any], tuple[int, int, int]] | None = None,
                           int8_ops: tuple[str, ...] = ("MatMul",),
-                          int8_per_channel: bool = False,
-                          cached_roles: tuple[str, ...] | None = None):
+                          int8_per_channel: bool = False):
     """Decorator registering a graph builder ``(role, hf_model, quantized) -> nn.Module``;
     ``classes`` names the roles the architecture serves, each with its class or classes
     (a generating role needs ``kv_layout``: only a decoder with a KV cache writes
-    tokens; ``cached_roles``: the roles served with a KV cache when not every decoder
-    role is)."""
+    tokens)."""
 
     def decorate(build_graph: Callable[..., nn.Module]):
         unknown = set(classes) - set(ROLES)
@@ -119,7 +109,7 @@ def register_architecture(model_type: str, classes: dict[str, Classes],
         loaders = {role: c if isinstance(c, tuple) else (c,) for role, c in classes.items()}
         ARCHITECTURES[model_type] = Architecture(
             model_type, loaders, build_graph, check_config, kv_layout, int8_ops,
-            int8_per_channel, cached_roles,
+            int8_per_channel,
         )
         return build_graph
 
@@ -140,19 +130,10 @@ def _hf_class(name: str) -> Callable[[], type]:
     return load
 
 
-SPAN_GROUP_CLASS = "BertForSpanGroupClassification"  # mycelium.train.span_group
-
-
 def _span_group_class() -> type:
-    from mycelium.train.span_group import BertForSpanGroupClassification
+    from mycelium.modeling.span_group import BertForSpanGroupClassification
 
     return BertForSpanGroupClassification
-
-
-def _argument_decoder_class() -> type:
-    from mycelium.train.arg_decoder import BertForArgumentDecoding
-
-    return BertForArgumentDecoding
 
 
 def _check_qwen2(config: dict[str, Any]) -> list[str]:
@@ -205,30 +186,18 @@ def _check_bert(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _bert_kv_layout(config: Any) -> tuple[int, int, int]:
-    heads = config.num_attention_heads
-    return config.num_hidden_layers, heads, config.hidden_size // heads
-
-
-# An encoder's word embeddings (30k x 384 for MiniLM: 47 MB in fp32) are quantized too.
-# As the extractor, an encoder is read causally with a KV cache
-# (``BertForArgumentDecoding``, mycelium.train.arg_decoder).
-# Per-channel scales: on the MiniLM segmenter, per-tensor ones changed 8 % of the dev
-# problems' span decisions and per-channel ones 2 % (same span accuracy either way).
+# An encoder's word embeddings are quantized too (a pretrained encoder's embedding table
+# is most of its size), with one scale per output channel (per-tensor scales moved more
+# of the segmenter's span decisions, train/README.md).
 @register_architecture(
     "bert",
     classes={"segmenter": _hf_class("BertForTokenClassification"),
-             "classifier": (_hf_class("BertForSequenceClassification"), _span_group_class),
-             "extractor": _argument_decoder_class},
+             "classifier": (_hf_class("BertForSequenceClassification"), _span_group_class)},
     check_config=_check_bert,
-    kv_layout=_bert_kv_layout,
     int8_ops=("MatMul", "Gather"),
     int8_per_channel=True,
-    cached_roles=("extractor",),
 )
 def _bert_graph(role: str, model: nn.Module, quantized: bool = False) -> nn.Module:
-    if role == "extractor":
-        return ArgumentDecoderGraph(model)
     if role == "classifier" and type(model).__name__ == SPAN_GROUP_CLASS:
         return SpanGroupClassifierGraph(model)
     if role == "classifier":

@@ -27,12 +27,6 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where a query may attend a key, the dtype's minimum elsewhere (any shape)."""
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)
-
-
 def allowed_keys(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Which keys each new query may attend: (B, 1, 1, T, S) bool.
 
@@ -180,7 +174,7 @@ class SpanGroupClassifierGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model  # BertForSpanGroupClassification (mycelium.train.span_group)
+        self.model = model  # BertForSpanGroupClassification (mycelium.modeling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 group_tokens: torch.Tensor) -> torch.Tensor:
@@ -215,21 +209,3 @@ class LastPositionDecoderGraph(nn.Module):
         else:
             logits = self.head(last)
         return (logits, *presents)
-
-
-class ArgumentDecoderGraph(nn.Module):
-    """Extractor graph of an encoder read causally (``BertForArgumentDecoding``, its
-    ``decode``): the same inputs and outputs as ``LastPositionDecoderGraph``, logits over
-    the model's output ids only."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor, *past: torch.Tensor):
-        """``(logits, present.0.key, present.0.value, ...)``; callers left-pad new tokens."""
-        allowed = allowed_keys(attention_mask, input_ids.shape[1])[:, :, 0]  # (B, 1, T, S)
-        mask = additive_mask(allowed, self.model.dtype)
-        hidden, presents = self.model.decode(input_ids, mask, position_ids, list(past))
-        return (self.model.head(hidden[:, -1]), *presents)

@@ -39,7 +39,8 @@ from mycelium.runtime.sessions import ShapeLimits, shape_profiles  # noqa: E402
 from mycelium.runtime.spec import OPERATIONS, SEGMENTER_LABELS, SolverSpec  # noqa: E402
 from mycelium.runtime.templates import group_pair  # noqa: E402
 from mycelium.runtime.tokenization import Encoded, EncodedPair  # noqa: E402
-from mycelium.train import trainer as T  # noqa: E402
+from mycelium.train.config import FitConfig  # noqa: E402
+from mycelium.train.trainer import fit  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 15 more. How many apples?"
 
@@ -72,10 +73,10 @@ def mixed_exports(tmp_path_factory: pytest.TempPathFactory, mixed_checkpoint: Pa
 def test_fit_starts_a_specialist_from_the_encoder(encoder: Path, tmp_path: Path,
                                                   role: str) -> None:
     data = write_data(tmp_path / "data")
-    config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, packed_batch_size=8,
-                         warmup_steps=2, models=(role,), init_lr=1e-3,
-                         **{f"{role}_init": str(encoder)})
-    report = T.fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
+    config = FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, packed_batch_size=8,
+                       warmup_steps=2, models=(role,), init_lr=1e-3, classifier_head="pair",
+                       **{f"{role}_init": str(encoder)})
+    report = fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
     folder = tmp_path / "ckpt" / role
     cls, labels = {"segmenter": (BertForTokenClassification, SEGMENTER_LABELS),
                    "classifier": (BertForSequenceClassification, OPERATIONS)}[role]

@@ -52,11 +52,10 @@ ROWS = [[40, 41, 42, 43, 44, 45, 46], [50, 51, 52], [60]]
 def test_every_registered_architecture_is_tested() -> None:
     assert set(ARCHITECTURES) == TESTED_ARCHITECTURES
     assert set(ARCHITECTURES["qwen2"].classes) == set(ROLES)  # the decoders serve every role
-    assert set(ARCHITECTURES["bert"].classes) == set(ROLES)
-    # an encoder serves the segmenter and the classifier as full-sequence graphs and the
-    # extractor read causally with a cache; a decoder caches the decoder roles
-    assert [ARCHITECTURES["bert"].cached(r) for r in ROLES] == [False, False, True]
-    assert ARCHITECTURES["bert"].class_names("extractor") == ("BertForArgumentDecoding",)
+    # an encoder serves the segmenter and the classifier as full-sequence graphs (it cannot
+    # write: no extractor); a decoder caches the decoder roles
+    assert set(ARCHITECTURES["bert"].classes) == {"segmenter", "classifier"}
+    assert [ARCHITECTURES["bert"].cached(r) for r in ROLES] == [False, False, False]
     assert [ARCHITECTURES["qwen2"].cached(r) for r in ROLES] == [False, True, True]
 
 
@@ -279,8 +278,9 @@ BAD_CHECKPOINTS = [
     ("default-labels", _edit_config("classifier", id2label={"0": "LABEL_0", "1": "LABEL_1"}),
      r"classifier: config\.json has no label map"),
     ("no-labels", _edit_config("segmenter", id2label=None), r"segmenter: .*no id2label"),
-    ("bert", _bert_extractor,  # a plain encoder cannot write: it needs the causal reading
-     r"extractor: config\.json architectures \[\] is not BertForArgumentDecoding"),
+    ("bert", _bert_extractor,  # an encoder cannot write
+     r"extractor: architecture 'bert' cannot serve the extractor \(it serves: segmenter, "
+     r"classifier\)"),
     ("llama", _edit_config("extractor", model_type="llama", architectures=["LlamaForCausalLM"]),
      r"unsupported architecture 'llama' for extractor"),
     ("wrong-head", _edit_config("segmenter", architectures=["Qwen2ForCausalLM"]),

@@ -25,13 +25,14 @@ from transformers import BertModel  # noqa: E402
 
 from mycelium.export.checkpoint import validate_checkpoint  # noqa: E402
 from mycelium.export.errors import CheckpointError  # noqa: E402
+from mycelium.modeling.span_group import BertForSpanGroupClassification  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
 from mycelium.runtime import classify as classify_module  # noqa: E402
 from mycelium.runtime.errors import ArtifactsError  # noqa: E402
 from mycelium.runtime.manifest import load_manifest, parse_manifest  # noqa: E402
 from mycelium.runtime.results import Span  # noqa: E402
 from mycelium.runtime.sessions import ShapeLimits, shape_profiles  # noqa: E402
-from mycelium.runtime.spec import OPERATIONS  # noqa: E402
+from mycelium.runtime.spec import OPERATIONS, SolverSpec  # noqa: E402
 from mycelium.runtime.tokenization import (  # noqa: E402
     GroupedProblem,
     encode_framed,
@@ -39,14 +40,17 @@ from mycelium.runtime.tokenization import (  # noqa: E402
     group_tokens,
     span_tokens,
 )
-from mycelium.train import trainer as T  # noqa: E402
-from mycelium.train.span_group import (  # noqa: E402
+from mycelium.train.config import FitConfig  # noqa: E402
+from mycelium.train.factory import build_model  # noqa: E402
+from mycelium.train.loop import make_optimizer  # noqa: E402
+from mycelium.train.models import span_group_classifier  # noqa: E402
+from mycelium.train.tasks.span_groups import (  # noqa: E402
     IGNORE,
-    BertForSpanGroupClassification,
     collate_groups,
-    span_group_classifier,
     span_group_items,
 )
+from mycelium.train.trainer import fit  # noqa: E402
+from mycelium.train.vocab import Vocab  # noqa: E402
 
 QUESTION = "Tom has 3 apples and buys 15 more. How many apples?"
 SPANS = [(8, 9), (26, 28)]
@@ -135,8 +139,8 @@ def test_a_groups_logits_depend_on_its_problem_and_spans_only(
 def test_items_hold_one_problem_each_with_labels_per_group(tmp_path: Path, encoder: Path) -> None:
     data = write_data(tmp_path / "data")
     records = [json.loads(line) for line in (data / "classifier.jsonl").open()]
-    vocab = T.Vocab.for_encoder(encoder)
-    items = span_group_items(records, "train", vocab, T.SolverSpec())
+    vocab = Vocab.for_encoder(encoder)
+    items = span_group_items(records, "train", vocab, SolverSpec())
     train = [r for r in records if r["split"] == "train"]
     assert len(items) == len({r["question"] for r in train})
     assert sum(len(item.labels) for item in items) == len(train)
@@ -147,15 +151,15 @@ def test_items_hold_one_problem_each_with_labels_per_group(tmp_path: Path, encod
     short = min(range(2), key=lambda i: len(items[i].labels))
     assert (batch["targets"][short, len(items[short].labels):width] == IGNORE).all()
     with pytest.raises(ValueError, match="has no 'spans'"):
-        span_group_items([{**train[0], "spans": None}], "train", vocab, T.SolverSpec())
+        span_group_items([{**train[0], "spans": None}], "train", vocab, SolverSpec())
 
 
 def test_fit_trains_a_span_group_classifier(encoder: Path, tmp_path: Path) -> None:
     data = write_data(tmp_path / "data")
-    config = T.FitConfig(size="tiny", epochs=2, minutes=0, packed_batch_size=4, warmup_steps=2,
+    config = FitConfig(size="tiny", epochs=2, minutes=0, packed_batch_size=4, warmup_steps=2,
                          models=("classifier",), init_lr=1e-3, classifier_init=str(encoder),
                          classifier_head="span-groups")
-    report = T.fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
+    report = fit(data, tmp_path / "ckpt", config, log=lambda _text: None)
     folder = tmp_path / "ckpt" / "classifier"
     model = BertForSpanGroupClassification.from_pretrained(folder)
     assert model.config.architectures == ["BertForSpanGroupClassification"]
@@ -167,16 +171,16 @@ def test_fit_trains_a_span_group_classifier(encoder: Path, tmp_path: Path) -> No
     assert entry["train_items"] == len({r["question"] for r in records if r["split"] == "train"})
     assert entry["best_dev"]["groups"] == sum(r["split"] == "dev" for r in records)
     # the fresh head trains at the decoder rate, the encoder at init_lr
-    optimizer = T._optimizer(model, config, config.init_lr)
+    optimizer = make_optimizer(model, config, config.init_lr)
     head = {id(p) for p in model.head_parameters()}
     for group in optimizer.param_groups:
         fresh = {id(p) in head for p in group["params"]}
         assert len(fresh) == 1
         assert group["peak_lr"] == (config.lr if fresh == {True} else config.init_lr)
     with pytest.raises(ValueError, match="--classifier-layers applies to the pair classifier"):
-        T.build_model("classifier", T.FitConfig(classifier_init=str(encoder), classifier_layers=1,
+        build_model("classifier", FitConfig(classifier_init=str(encoder), classifier_layers=1,
                                                 classifier_head="span-groups"),
-                      T.Vocab.for_encoder(encoder), T.SolverSpec(), seed=0)
+                      Vocab.for_encoder(encoder), SolverSpec(), seed=0)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

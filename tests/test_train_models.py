@@ -33,8 +33,21 @@ from mycelium.runtime.templates import (  # noqa: E402
     extractor_suffix,
     marked_problem,
 )
-from mycelium.train import trainer as T  # noqa: E402
-from mycelium.train.models import SIZES, export_bytes, parameter_count  # noqa: E402
+from mycelium.train.batching import collate_packed  # noqa: E402
+from mycelium.train.config import FitConfig  # noqa: E402
+from mycelium.train.factory import build_model  # noqa: E402
+from mycelium.train.items import classifier_items, extractor_items, read_jsonl, segmenter_items  # noqa: E402
+from mycelium.train.labels import spans_from_bio  # noqa: E402
+from mycelium.train.loop import make_optimizer, seed_everything, train_task  # noqa: E402
+from mycelium.train.models import (  # noqa: E402
+    SIZES,
+    TokenIds,  # noqa: E402
+    export_bytes,
+    parameter_count,
+)
+from mycelium.train.tasks import ClassifierTask, ExtractorTask, packed_logits, reject_class_weights  # noqa: E402
+from mycelium.train.trainer import data_search, fit, train_answers  # noqa: E402
+from mycelium.train.vocab import Vocab  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -102,24 +115,24 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vocab(data: Path) -> T.Vocab:
-    return T.Vocab.load(data / "tokenizer.json", SolverSpec())
+def vocab(data: Path) -> Vocab:
+    return Vocab.load(data / "tokenizer.json", SolverSpec())
 
 
-def test_bio_labels_roundtrip(data: Path, vocab: T.Vocab) -> None:
+def test_bio_labels_roundtrip(data: Path, vocab: Vocab) -> None:
     spec = SolverSpec()
-    items = T.segmenter_items(T.read_jsonl(data / "segmenter.jsonl"), "train", vocab, spec)
+    items = segmenter_items(read_jsonl(data / "segmenter.jsonl"), "train", vocab, spec)
     assert items and all(len(i.ids) == len(i.labels) for i in items)
     for item in items:
         assert set(item.labels) <= {0, 1, 2, 3, 4}
-        assert T.spans_from_bio(item.question, item.offsets, item.labels) == item.gold
+        assert spans_from_bio(item.question, item.offsets, item.labels) == item.gold
 
 
 @pytest.mark.parametrize("marked", [False, True])
-def test_inputs_match_runtime_templates(data: Path, vocab: T.Vocab, marked: bool) -> None:
+def test_inputs_match_runtime_templates(data: Path, vocab: Vocab, marked: bool) -> None:
     spec = SolverSpec(templates=MARKED_TEMPLATES) if marked else SolverSpec()
-    records = T.read_jsonl(data / "extractor.jsonl")
-    items = T.extractor_items(records, "train", vocab, spec)
+    records = read_jsonl(data / "extractor.jsonl")
+    items = extractor_items(records, "train", vocab, spec)
     first = records[0]
     text = marked_problem(spec.templates, first["question"], first["spans"])
     assert (text != first["question"] and " Q2" in text) == marked  # every span marked
@@ -133,18 +146,18 @@ def test_inputs_match_runtime_templates(data: Path, vocab: T.Vocab, marked: bool
     assert items[0].labels[0] == len(suffix)
 
 
-def test_packed_rows_equal_separate_sequences(data: Path, vocab: T.Vocab) -> None:
+def test_packed_rows_equal_separate_sequences(data: Path, vocab: Vocab) -> None:
     """The block mask and position ids make packing exact."""
     spec = SolverSpec()
-    cls_items = T.classifier_items(T.read_jsonl(data / "classifier.jsonl"), "dev", vocab, spec)
-    ext_items = T.extractor_items(T.read_jsonl(data / "extractor.jsonl"), "dev", vocab, spec)
-    config = T.FitConfig(size="tiny")
+    cls_items = classifier_items(read_jsonl(data / "classifier.jsonl"), "dev", vocab, spec)
+    ext_items = extractor_items(read_jsonl(data / "extractor.jsonl"), "dev", vocab, spec)
+    config = FitConfig(size="tiny")
     for name, items in (("classifier", cls_items[:3]), ("extractor", ext_items[:3])):
-        model = T.build_model(name, config, vocab, spec, seed=1).eval()
+        model = build_model(name, config, vocab, spec, seed=1).eval()
         head = model.score if name == "classifier" else model.lm_head
-        batch = T.collate_packed(items, vocab.pad, extractor=name == "extractor")
+        batch = collate_packed(items, vocab.pad, extractor=name == "extractor")
         with torch.no_grad():
-            packed = T.packed_logits(model, batch, head)
+            packed = packed_logits(model, batch, head)
             separate = []
             for item in items:
                 for block, start in zip(item.blocks, item.labels, strict=True):
@@ -158,13 +171,13 @@ def test_packed_rows_equal_separate_sequences(data: Path, vocab: T.Vocab) -> Non
         torch.testing.assert_close(packed, torch.cat(separate), atol=1e-4, rtol=1e-4)
 
 
-def test_memorises_micro_set(data: Path, vocab: T.Vocab) -> None:
+def test_memorises_micro_set(data: Path, vocab: Vocab) -> None:
     spec = SolverSpec()
-    items = T.extractor_items(T.read_jsonl(data / "extractor.jsonl"), "train", vocab, spec)[:4]
-    task = T.ExtractorTask(items, items, vocab, spec)
-    config = T.FitConfig(size="tiny", lr=1e-2, warmup_steps=1)
-    model = T.build_model("extractor", config, vocab, spec, seed=0)
-    optimizer = T._optimizer(model, config)
+    items = extractor_items(read_jsonl(data / "extractor.jsonl"), "train", vocab, spec)[:4]
+    task = ExtractorTask(items, items, vocab, spec)
+    config = FitConfig(size="tiny", lr=1e-2, warmup_steps=1)
+    model = build_model("extractor", config, vocab, spec, seed=0)
+    optimizer = make_optimizer(model, config)
     batch = task.collate(items)
     losses = []
     for _ in range(60):
@@ -182,12 +195,12 @@ def test_memorises_micro_set(data: Path, vocab: T.Vocab) -> None:
 
 def test_fit_writes_checkpoint_contract(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
-    config = T.FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, packed_batch_size=4,
+    config = FitConfig(size="tiny", epochs=2, minutes=0, batch_size=8, packed_batch_size=4,
                          warmup_steps=2, generate_eval=4)
     logs: list[str] = []
-    report = T.fit(data, out, config, log=logs.append)
+    report = fit(data, out, config, log=logs.append)
     written = json.loads((out / "mycelium.json").read_text())
-    answers = list(T.train_answers(data))
+    answers = list(train_answers(data))
     assert answers and written["answer_prior"] == fit_answer_prior(answers)
     spec = replace(SolverSpec(), answer_prior=written["answer_prior"])
     assert written == json.loads(json.dumps(spec.to_dict()))
@@ -211,30 +224,30 @@ def test_fit_writes_checkpoint_contract(data: Path, tmp_path: Path) -> None:
     assert any("epoch 2" in line for line in logs)
 
 
-def test_training_is_reproducible(data: Path, vocab: T.Vocab) -> None:
+def test_training_is_reproducible(data: Path, vocab: Vocab) -> None:
     spec = SolverSpec()
-    items = T.classifier_items(T.read_jsonl(data / "classifier.jsonl"), "train", vocab, spec)
-    config = T.FitConfig(size="tiny", epochs=1, minutes=0, warmup_steps=1)
+    items = classifier_items(read_jsonl(data / "classifier.jsonl"), "train", vocab, spec)
+    config = FitConfig(size="tiny", epochs=1, minutes=0, warmup_steps=1)
     states = []
     for _ in range(2):
-        T.seed_everything(3)
-        model = T.build_model("classifier", config, vocab, spec, seed=3)
-        task = T.ClassifierTask(items, items[:2], vocab, spec)
-        T.train_task(task, model, config, torch.device("cpu"), log=lambda _: None, batch_size=4)
+        seed_everything(3)
+        model = build_model("classifier", config, vocab, spec, seed=3)
+        task = ClassifierTask(items, items[:2], vocab, spec)
+        train_task(task, model, config, torch.device("cpu"), log=lambda _: None, batch_size=4)
         states.append(model.state_dict())
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
 
 
 def test_a_checkpoint_serves_with_the_search_its_data_was_fitted_to(tmp_path: Path) -> None:
-    assert T.data_search(tmp_path) == SearchSpec()  # no coverage.json: the defaults
+    assert data_search(tmp_path) == SearchSpec()  # no coverage.json: the defaults
     (tmp_path / "coverage.json").write_text(json.dumps(
         {"search": {"group_gap": 1, "tail_templates": ["AVG"]}}))
-    assert T.data_search(tmp_path) == SearchSpec(group_gap=1, tail_templates=("AVG",))
+    assert data_search(tmp_path) == SearchSpec(group_gap=1, tail_templates=("AVG",))
 
 
 def test_small_models_fit_the_export_budget() -> None:
-    tokens = T.TokenIds(pad=0, eos=1, vocab_size=8192)
+    tokens = TokenIds(pad=0, eos=1, vocab_size=8192)
     from mycelium.train.models import build_classifier, build_extractor, build_segmenter
 
     spec = SolverSpec()
@@ -249,7 +262,7 @@ def test_small_models_fit_the_export_budget() -> None:
 
 def test_pretrained_backbone_initialises_specialists(data: Path, tmp_path: Path) -> None:
     gsm8k = tmp_path / "gsm8k.jsonl"
-    rows = T.read_jsonl(data / "segmenter.jsonl")
+    rows = read_jsonl(data / "segmenter.jsonl")
     answer = "x <<1+1=2>>2\n#### 2"
     gsm8k.write_text("".join(json.dumps({"question": r["question"], "answer": answer}) + "\n"
                              for r in rows))
@@ -258,14 +271,14 @@ def test_pretrained_backbone_initialises_specialists(data: Path, tmp_path: Path)
     train, dev = pretrain_corpus(data, gsm8k)
     assert len(dev) == 6 and all("<<" not in t and "#### 2" in t for t in train)
     spec = SolverSpec()
-    vocab = T.Vocab.load(data / "tokenizer.json", spec)
-    config = T.FitConfig(size="tiny", pretrain_minutes=0.01)
+    vocab = Vocab.load(data / "tokenizer.json", spec)
+    config = FitConfig(size="tiny", pretrain_minutes=0.01)
     backbone, info = pretrain_backbone(data, vocab, spec, config, torch.device("cpu"),
                                        log=lambda _: None, answers=gsm8k)
     assert info["steps"] > 0
     from mycelium.train.models import load_backbone
 
-    model = T.build_model("extractor", config, vocab, spec, seed=5)
+    model = build_model("extractor", config, vocab, spec, seed=5)
     load_backbone(model, backbone)
     torch.testing.assert_close(model.lm_head.weight, backbone["embed_tokens.weight"])
 
@@ -284,15 +297,15 @@ def test_cli_fit(data: Path, tmp_path: Path) -> None:
     assert json.loads((out / "training.json").read_text())["config"]["epochs"] == 1
 
 
-def test_patience_stops_when_dev_stops_improving(data: Path, vocab: T.Vocab) -> None:
+def test_patience_stops_when_dev_stops_improving(data: Path, vocab: Vocab) -> None:
     spec = SolverSpec()
-    items = T.classifier_items(T.read_jsonl(data / "classifier.jsonl"), "train", vocab, spec)
-    model = T.build_model("classifier", T.FitConfig(size="tiny"), vocab, spec, seed=0)
-    task = T.ClassifierTask(items, items[:2], vocab, spec)
+    items = classifier_items(read_jsonl(data / "classifier.jsonl"), "train", vocab, spec)
+    model = build_model("classifier", FitConfig(size="tiny"), vocab, spec, seed=0)
+    task = ClassifierTask(items, items[:2], vocab, spec)
     task.evaluate = lambda *_: {task.metric: 0.5}  # a dev figure that never improves
     logs: list[str] = []
-    config = T.FitConfig(size="tiny", epochs=10, minutes=0, warmup_steps=1, patience=2)
-    result = T.train_task(task, model, config, torch.device("cpu"), log=logs.append,
+    config = FitConfig(size="tiny", epochs=10, minutes=0, warmup_steps=1, patience=2)
+    result = train_task(task, model, config, torch.device("cpu"), log=logs.append,
                           batch_size=4)
     assert result.best_epoch == 1 and len(result.history) == 3  # epochs 2 and 3 not better
     assert "stopping" in logs[-1]
@@ -302,13 +315,13 @@ def test_reject_label_trains_and_is_reported_apart(data: Path, tmp_path: Path) -
     """Classifier records labelled NONE give a fifth label; accuracy stays on the steps."""
     folder = tmp_path / "data"
     shutil.copytree(data, folder)
-    rows = T.read_jsonl(folder / "classifier.jsonl")
+    rows = read_jsonl(folder / "classifier.jsonl")
     rejects = [{**r, "group": [], "op": REJECT} for r in rows if r["op"] == "ADD"]
     with open(folder / "classifier.jsonl", "a", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in rejects)
-    config = T.FitConfig(size="tiny", epochs=1, minutes=0, packed_batch_size=4,
+    config = FitConfig(size="tiny", epochs=1, minutes=0, packed_batch_size=4,
                          warmup_steps=1, models=("classifier",))
-    report = T.fit(folder, tmp_path / "ckpt", config, log=lambda _: None)
+    report = fit(folder, tmp_path / "ckpt", config, log=lambda _: None)
     clf = Qwen2ForSequenceClassification.from_pretrained(tmp_path / "ckpt" / "classifier")
     assert clf.config.id2label == dict(enumerate((*SolverSpec().operations, REJECT)))
     dev = report["models"]["classifier"]["best_dev"]
@@ -316,15 +329,15 @@ def test_reject_label_trains_and_is_reported_apart(data: Path, tmp_path: Path) -
     assert dev["groups"] == steps and 0 <= dev["reject_accuracy"] <= 1
 
 
-def test_reject_weight_scales_the_reject_groups_loss(data: Path, vocab: T.Vocab) -> None:
+def test_reject_weight_scales_the_reject_groups_loss(data: Path, vocab: Vocab) -> None:
     """`--reject-weight w`: a weighted mean with w on reject-labelled groups, 1 on steps."""
     spec = SolverSpec()
-    task = T.ClassifierTask([], [], vocab, spec)
+    task = ClassifierTask([], [], vocab, spec)
     logits = torch.randn(6, len(spec.operations) + 1)
     targets = torch.tensor([0, 1, 4, 4, 2, 4])  # index 4: the reject label
     plain = task.weighted_cross_entropy(logits, targets)
     assert torch.isclose(plain, torch.nn.functional.cross_entropy(logits, targets))
-    task.class_weights = T.reject_class_weights(spec, 0.25)
+    task.class_weights = reject_class_weights(spec, 0.25)
     each = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     weights = torch.tensor([1.0, 1.0, 0.25, 0.25, 1.0, 0.25])
     expected = (each * weights).sum() / weights.sum()

@@ -100,7 +100,7 @@ def scorer(
     folds: int, calibrate: bool, write: bool,
 ) -> None:
     """Fit the learned answer scorer on the search's own candidates (gold = positive)."""
-    from .scorer import fit_scorer_command
+    from .scorer_command import fit_scorer_command
 
     try:
         fit_scorer_command(artifacts, data, split, eval_split, cache, limit, l2, search, write,

@@ -8,6 +8,10 @@ from typing import Any
 
 import click
 
+from mycelium.runtime.manifest import MODEL_NAMES
+
+from .config import CLASSIFIER_HEADS, default
+
 _SIZE = click.Choice(["tiny", "small"])
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -18,66 +22,68 @@ def _training_options(func):  # type: ignore[no-untyped-def]
         click.option("--out", "out", required=True,
                      type=click.Path(file_okay=False, path_type=Path),
                      help="Checkpoint folder to write."),
-        click.option("--size", default="small", show_default=True, type=_SIZE,
+        click.option("--size", default=default("size"), show_default=True,
+                     type=_SIZE,
                      help="Backbone size of the three specialists."),
-        click.option("--epochs", default=20, show_default=True, type=click.IntRange(1),
+        click.option("--epochs", default=default("epochs"), show_default=True,
+                     type=click.IntRange(1),
                      help="Upper bound of epochs per model."),
-        click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0),
+        click.option("--minutes", default=default("minutes"), show_default=True,
+                     type=click.FloatRange(0),
                      help="Wall-clock budget per model (0 = none)."),
-        click.option("--patience", default=3, show_default=True, type=click.IntRange(0),
+        click.option("--patience", default=default("patience"), show_default=True,
+                     type=click.IntRange(0),
                      help="Stop a model after this many epochs without a better dev "
                           "figure (0 = never)."),
-        click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--device", default="auto", show_default=True, type=_DEVICE),
-        click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, 1)),
+        click.option("--seed", default=default("seed"), show_default=True,
+                     type=int),
+        click.option("--device", default=default("device"), show_default=True,
+                     type=_DEVICE),
+        click.option("--lr", default=default("lr"), show_default=True,
+                     type=click.FloatRange(0, 1)),
         click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
                      help="torch CPU threads."),
-        click.option("--augment", default=0, show_default=True, type=click.IntRange(0),
+        click.option("--augment", default=default("augment"), show_default=True,
+                     type=click.IntRange(0),
                      help="Number-resampled copies of each train problem (0 = none)."),
-        click.option("--dropout", default=0.0, show_default=True,
+        click.option("--dropout", default=default("dropout"), show_default=True,
                      type=click.FloatRange(0, 1, max_open=True),
                      help="Residual dropout while fine-tuning the specialists."),
         click.option("--span-markers", is_flag=True,
                      help="Mark every quantity in the classifier's and extractor's problem "
                           "text and name a group's spans by index only."),
-        click.option("--segmenter-init", default=None,
+        click.option("--segmenter-init", default=default("segmenter_init"),
                      type=click.Path(exists=True, file_okay=False, path_type=str),
                      help="Start the segmenter from this pretrained encoder folder "
                           "(config.json, model.safetensors, tokenizer.json; e.g. "
                           "all-MiniLM-L6-v2, train/README.md) with its own tokenizer."),
-        click.option("--classifier-init", default=None,
+        click.option("--classifier-init", default=default("classifier_init"),
                      type=click.Path(exists=True, file_okay=False, path_type=str),
-                     help="Start the classifier from this pretrained encoder folder: it then "
-                          "reads one text pair per span group (the problem with the group "
-                          "marked, the group's spans); no shared prefix cache."),
-        click.option("--extractor-init", default=None,
-                     type=click.Path(exists=True, file_okay=False, path_type=str),
-                     help="Start the extractor from this pretrained encoder folder: its "
-                          "layers read causally with a KV cache, its tokenizer with the "
-                          "argument grammar's tokens (train/arg_decoder.py)."),
-        click.option("--packed-batch-size", default=16, show_default=True,
+                     help="Start the classifier from this pretrained encoder folder, read "
+                          "as --classifier-head says (no shared prefix cache)."),
+        click.option("--packed-batch-size", default=default("packed_batch_size"), show_default=True,
                      type=click.IntRange(1),
                      help="Problems per step for the classifier and the extractor (text "
                           "pairs per step for a pair classifier)."),
-        click.option("--classifier-head", default="pair", show_default=True,
-                     type=click.Choice(["pair", "span-groups"]),
-                     help="How the --classifier-init encoder reads a group: one text pair "
-                          "per group (pair), or each problem once with every group pooled "
-                          "from its spans' tokens (span-groups: a tenth of the compute)."),
-        click.option("--classifier-layers", default=0, show_default=True,
+        click.option("--classifier-head", default=default("classifier_head"),
+                     show_default=True, type=click.Choice(CLASSIFIER_HEADS),
+                     help="How the --classifier-init encoder reads a group: each problem "
+                          "once with every group pooled from its spans' tokens "
+                          "(span-groups), or one text pair per group (pair)."),
+        click.option("--classifier-layers", default=default("classifier_layers"), show_default=True,
                      type=click.IntRange(0),
                      help="Keep only the first N layers of the --classifier-init encoder "
                           "(0 = all): a cheaper classifier."),
-        click.option("--init-lr", default=5e-5, show_default=True,
+        click.option("--init-lr", default=default("init_lr"), show_default=True,
                      type=click.FloatRange(0, 1, min_open=True),
                      help="Peak learning rate of a specialist started from a pretrained "
                           "encoder."),
-        click.option("--reject-weight", default=1.0, show_default=True,
+        click.option("--reject-weight", default=default("reject_weight"), show_default=True,
                      type=click.FloatRange(0, min_open=True),
                      help="Loss weight of the classifier's reject-labelled (NONE) groups "
                           "against 1 for a step's operation (needs data written with "
                           "--reject-groups)."),
-        click.option("--pretrain-minutes", default=0.0, show_default=True,
+        click.option("--pretrain-minutes", default=default("pretrain_minutes"), show_default=True,
                      type=click.FloatRange(0),
                      help="Pretrain a shared backbone as a causal LM first (0 = off)."),
     ]
@@ -92,7 +98,8 @@ def _run_fit(data: Path, out: Path, threads: int, pretrain_text: Path | None,
     """Build the FitConfig from the shared options and train."""
     import torch
 
-    from .trainer import FitConfig, fit
+    from .config import FitConfig
+    from .trainer import fit
 
     torch.set_num_threads(threads)
     config = FitConfig(pretrain_text=str(pretrain_text) if pretrain_text else None,
@@ -122,7 +129,7 @@ def _run_fit(data: Path, out: Path, threads: int, pretrain_text: Path | None,
               help="Start from this saved backbone.safetensors (a checkpoint's) instead of "
                    "pretraining.")
 @click.option("--model", "models", multiple=True,
-              type=click.Choice(["segmenter", "classifier", "extractor"]),
+              type=click.Choice(MODEL_NAMES),
               help="Train only these specialists (repeatable; default: all three).")
 def fit_command(data: Path, out: Path, threads: int, pretrain_text: Path | None,
                 backbone: Path | None, models: tuple[str, ...], **options: Any) -> None:

@@ -23,7 +23,6 @@ from transformers import (
     Qwen2ForTokenClassification,
 )
 
-MODEL_NAMES = ("segmenter", "classifier", "extractor")
 MAX_EXPORT_BYTES = 64 * 1024 * 1024  # the three fp32 models together
 
 
@@ -157,6 +156,15 @@ def encoder_classifier(folder: Path, labels: tuple[str, ...], layers: int = 0) -
         model.base_model.encoder.layer = stack[:layers]
         model.config.num_hidden_layers = layers
     return model
+
+
+def span_group_classifier(folder: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    """C2 read once per problem (``BertForSpanGroupClassification``) started from a
+    pretrained encoder folder: its encoder weights, a fresh head over ``labels`` (kept when
+    the folder is already such a classifier)."""
+    from mycelium.modeling.span_group import BertForSpanGroupClassification
+
+    return from_encoder(BertForSpanGroupClassification, folder, labels)
 
 
 def build_pretrain_lm(size: BackboneSize | str, tokens: TokenIds) -> Qwen2ForCausalLM:

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from mycelium.runtime.spec import SolverSpec
 
 from .annotations import annotation_bounds
+from .config import FitConfig
+from .items import read_jsonl
+from .loop import Batch, Log, Schedule, make_optimizer, run_steps
 from .models import build_pretrain_lm
-
-if TYPE_CHECKING:
-    from .trainer import FitConfig, Log, Vocab
+from .vocab import Vocab
 
 ROW_TOKENS = 256
 
@@ -40,8 +41,6 @@ def strip_annotations(answer: str) -> str:
 
 def pretrain_corpus(data: Path, answers: Path | None = None) -> tuple[list[str], list[str]]:
     """(train texts, dev texts): questions, plus GSM8K answers of train questions if given."""
-    from .trainer import read_jsonl
-
     records = read_jsonl(Path(data) / "segmenter.jsonl")
     train = [r["question"] for r in records if r.get("split") == "train"]
     dev = [r["question"] for r in records if r.get("split") == "dev"]
@@ -84,47 +83,42 @@ def _dev_loss(model: torch.nn.Module, rows: torch.Tensor, device: torch.device) 
     return total / max(1, count)
 
 
+def _lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Next-token cross-entropy over full rows."""
+    ids = batch["input_ids"]
+    logits = model(input_ids=ids).logits[:, :-1]
+    return F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+
 def pretrain_backbone(
     data: Path, vocab: Vocab, spec: SolverSpec, config: FitConfig, device: torch.device,
     log: Log, answers: Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train a causal LM for ``config.pretrain_minutes``; return its backbone state dict."""
-    from .trainer import _optimizer, lr_factor
-
     train_texts, dev_texts = pretrain_corpus(data, answers)
     rows, dev_rows = _rows(train_texts, vocab), _rows(dev_texts, vocab)
     torch.manual_seed(config.seed * 1000 + 99)
     model = build_pretrain_lm(config.size, vocab.token_ids).to(device)
     model.train()
-    optimizer = _optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     rng = random.Random(config.seed)
-    budget = config.pretrain_minutes * 60.0
     batch = 32
     steps_per_epoch = math.ceil(len(rows) / batch)
     start = time.perf_counter()
+    # no step count bounds the run: the cosine decay follows the time budget only
+    schedule = Schedule(10**9, min(config.warmup_steps, 50), config.min_lr_ratio,
+                        config.pretrain_minutes * 60.0, start, config.clip)
     step, epoch, losses = 0, 0, []
     history = []
-    while time.perf_counter() - start < budget:
+    while schedule.elapsed() < schedule.budget:
         epoch += 1
         order = list(range(len(rows)))
         rng.shuffle(order)
-        for first in range(0, len(order), batch):
-            elapsed = time.perf_counter() - start
-            if elapsed >= budget:
-                break
-            factor = lr_factor(step, 10**9, min(config.warmup_steps, 50), elapsed / budget,
-                               config.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * factor
-            ids = rows[order[first:first + batch]].to(device)
-            logits = model(input_ids=ids).logits[:, :-1]
-            loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
+        batches = [order[first:first + batch] for first in range(0, len(order), batch)]
+        epoch_losses, step, _ = run_steps(model, optimizer, batches,
+                                          lambda idx: {"input_ids": rows[idx].to(device)},
+                                          _lm_loss, schedule, step)
+        losses += epoch_losses
         dev = _dev_loss(model, dev_rows, device)
         history.append({"epoch": epoch, "steps": step, "train_loss": sum(losses[-steps_per_epoch:])
                         / max(1, len(losses[-steps_per_epoch:])), "dev_loss": dev,

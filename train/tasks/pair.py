@@ -5,7 +5,8 @@ group is its own row: the problem text with the group's spans marked in place
 (``group_pair``: ``sold clips to [ 48 ] of her friends``) and the group's span texts
 as the second segment, joined by the encoder tokenizer's own post-processor
 (``[CLS] a [SEP] b [SEP]``, token types 0 then 1). The runtime builds the same pairs
-with the same two functions (``group_pair``, ``encode_pairs``).
+with the same two functions (``group_pair``, ``encode_pairs``). The span-group classifier
+(span_groups.py) reads each problem once instead; this one runs the encoder once per group.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.templates import group_pair
 from mycelium.runtime.tokenization import EncodedPair, encode_pairs, pair_feed
 
-from .trainer import OperationTally, Task, Vocab, _to, classifier_labels, eval_batches
+from ..batching import eval_batches, to_device
+from ..labels import classifier_labels
+from ..vocab import Vocab
+from .base import OperationTally, Task
 
 
 @dataclass
@@ -90,6 +94,6 @@ class PairClassifierTask(Task):
         model.eval()
         tally = OperationTally(len(self.spec.operations))
         for idx in eval_batches([len(x) for x in self.dev], max(batch_size, 64)):
-            batch = _to(self.collate([self.dev[i] for i in idx]), device)
+            batch = to_device(self.collate([self.dev[i] for i in idx]), device)
             tally.add(_logits(model, batch), batch["targets"])
         return tally.figures()
