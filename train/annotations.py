@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from mycelium.executor.numbers import parse_number as parse_literal
+
 OPERATORS: dict[type, str] = {ast.Add: "ADD", ast.Sub: "SUB", ast.Mult: "MUL", ast.Div: "DIV"}
 ASSOCIATIVE = ("ADD", "MUL")  # flattened on both operands
 LEFT_CHAINS = ("SUB", "DIV")  # flattened on the left operand only
@@ -186,11 +188,22 @@ def normalise(text: str) -> str:
 
 
 def parse_number(text: str) -> Fraction:
-    """Exact value of a number literal such as ``3.5``, ``.5`` or ``1200``."""
-    try:
-        return Fraction(normalise(text).strip())
-    except (ValueError, ZeroDivisionError):
-        raise AnnotationError("bad_number") from None
+    """Exact value of an annotation's number such as ``3.5``, ``.5``, ``5.`` or ``$1,200``:
+    the text normalised, written as the executor's literal (``0.5``, ``5``) and read by
+    :func:`mycelium.executor.numbers.parse_number`."""
+    literal = normalise(text).strip()
+    sign = literal[:1] if literal[:1] in ("+", "-") else ""
+    digits = literal[len(sign):]
+    if digits[:1] in ("+", "-"):
+        raise AnnotationError("bad_number")
+    if digits.startswith("."):
+        digits = "0" + digits
+    if digits.endswith(".") and digits[:-1].isdigit():
+        digits = digits[:-1]
+    value = parse_literal(("-" if sign == "-" else "") + digits)
+    if value is None:
+        raise AnnotationError("bad_number")
+    return value
 
 
 def _chain(node: ast.expr, op: str) -> list[ast.expr]:

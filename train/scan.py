@@ -23,19 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mycelium.runtime.quantities import parse_quantity
+# the number words are the runtime's lexicon (one source): units, tens and scales
+from mycelium.runtime.quantities import _SCALES, _TENS, _UNITS, parse_quantity
 
 LEADING_PUNCTUATION = "([{\"'“‘«"
 TRAILING_PUNCTUATION = ",.?!):;]}\"'”’»…"
 ORDINAL_SUFFIXES = ("st", "nd", "rd", "th")
 MAX_WINDOW = 4  # pieces; 4 only matters for numerals like "one hundred and twenty"
-_UNITS = {
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen",
-}
-_TENS = {"twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"}
-_SCALES = {"hundred", "thousand", "million", "billion"}
+# the words "a"/"an" may head ("a dozen", "a hundred")
 _ARTICLE_HEADS = {"dozen", "half", "quarter", "hundred", "thousand", "million", "billion",
                   "couple", "pair"}
 
