@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium.runtime.manifest import MODEL_NAMES as MODELS
-from mycelium.runtime.solver import STAGES
+from mycelium.runtime.stats import STAGES
 
 # Fixed fields of report.json and their JSON types (None: may be null).
 FIXED_FIELDS: dict[str, tuple[type, ...]] = {

@@ -19,7 +19,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from mycelium.runtime.spec import OPERATIONS, SEGMENTER_LABELS, SPECIAL_TOKENS
 
-from .align import CONSTANTS
+from .sources import CONSTANTS
 
 NUM_QUANTITY_TOKENS = 16  # Q0..Q15 (the search keeps at most 12 spans)
 NUM_RESULT_TOKENS = 15  # R1..R15
