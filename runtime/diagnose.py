@@ -2,8 +2,8 @@
 
 Gold is read from the records only *after* the solver has answered, and only to
 attribute. Where a record carries GSM8K's annotated solution, its gold program
-(spans, groups, operations, arguments) is derived by `mycelium.train.align`
-(pure Python), which lets a loss be pinned to a stage:
+(spans, groups, operations, arguments) is derived by :mod:`mycelium.runtime.gold`
+(pure Python, shared with training), which lets a loss be pinned to a stage:
 
 - ``segmentation``: the predicted quantities differ from the gold ones, or no used
   set the search tried is the gold program's;
@@ -42,11 +42,12 @@ from mycelium.executor import format_fraction
 from .calibration import confidence_report
 from .compare import compare_reports, wilson_interval
 from .errors import InputError
+from .gold import Derivation, derive
 from .grammar import canonical_text
 from .quantities import parse_quantity
+from .readings import distinct_readings
 from .records import parse_line
 from .results import SolveResult, Span
-from .solver import distinct_readings
 from .spec import SearchSpec, group_breadth
 
 READING_REACH = (
@@ -78,13 +79,11 @@ def gold_value(record: dict[str, Any]) -> Fraction | None:
     return None
 
 
-def _derive(question: str, record: dict[str, Any], search: SearchSpec) -> Any | None:
+def _derive(question: str, record: dict[str, Any], search: SearchSpec) -> Derivation | None:
     """The gold program of a record, fitted to the solver's ``search`` structure."""
     answer = record.get("answer")
     if not isinstance(answer, str) or "<<" not in answer:
         return None
-    from mycelium.train.align import derive  # pure Python; needs no torch
-
     return derive(question, answer, search=search)
 
 
@@ -96,7 +95,7 @@ def _best_readings(result: SolveResult, group: tuple[int, ...], count: int
     return [(v.op, " ".join(v.text.split())) for v in best]
 
 
-def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> str:
+def attribute(result: SolveResult, gold: Fraction, derivation: Derivation | None) -> str:
     """The stage that lost this problem (or ``correct``)."""
     if result.answer_exact is not None and result.answer_exact == format_fraction(gold):
         return "correct"
@@ -132,7 +131,7 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Any | None) -> st
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
 
 
-def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Any,
+def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Derivation,
                        search: SearchSpec) -> str:
     """How far the readings came towards a reachable gold program (:data:`READING_REACH`):
     the gold value among the valid candidates, else the worst of the gold steps."""
@@ -166,12 +165,12 @@ def _same_arguments(op: str, text: str | None, gold: list[str]) -> bool:
     return text is not None and canonical_text(op, text) == canonical_text(op, " ".join(gold))
 
 
-def _used_flags(derivation: Any) -> list[bool]:
+def _used_flags(derivation: Derivation) -> list[bool]:
     used = getattr(derivation, "used", None)
     return list(used) if used is not None else [True] * len(derivation.spans)
 
 
-def _gold_spans(derivation: Any) -> list[Span]:
+def _gold_spans(derivation: Derivation) -> list[Span]:
     """The gold quantities, read as used exactly when the gold program uses them."""
     return [
         Span(s.start, s.end, s.text, s.value, 1.0 if used else 0.0)

@@ -194,7 +194,7 @@ NONCONTIGUOUS = (  # the first step multiplies the first and the third quantity
 @pytest.fixture
 def text_order_only(monkeypatch):
     """The search as it was before chunk orders were permuted (permute_chunks=1)."""
-    from mycelium.train import align
+    from mycelium.runtime.gold import align
 
     monkeypatch.setattr(align, "SEARCH", replace(align.SEARCH, permute_chunks=1))
 
@@ -215,7 +215,7 @@ TWO_TAIL_STEPS = (  # two span-free steps at the end, and no template computes t
 
 
 def test_several_learned_steps_when_the_search_allows_them(monkeypatch) -> None:
-    from mycelium.train import align
+    from mycelium.runtime.gold import align
 
     assert derive(*TWO_TAIL_STEPS).reason == "multi_step_tail"
     monkeypatch.setattr(align, "SEARCH", replace(align.SEARCH, learned_steps=2))
