@@ -9,13 +9,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
+from .answers import abstain_below, info_payload, solve_records
 from .errors import MyceliumError
 from .records import InputRecord, dump_record, id_key, read_records, written_ids
 
@@ -123,41 +122,6 @@ def _batches(records: Iterator[InputRecord], size: int) -> Iterator[list[InputRe
         yield batch
 
 
-def _solve_records(solver: Any, batch: list[InputRecord]) -> list[dict[str, Any]]:
-    """Result records for a batch in input order; a failing batch is retried one by one."""
-    todo = [r for r in batch if r.question is not None]
-    results: dict[int, dict[str, Any]] = {}
-    try:
-        solved = solver.solve([r.question for r in todo], [r.id for r in todo])
-        results = {r.line: s.to_record() for r, s in zip(todo, solved, strict=True)}
-    except MyceliumError:
-        for record in todo:
-            try:
-                (single,) = solver.solve([record.question], [record.id])
-                results[record.line] = single.to_record()
-            except MyceliumError as exc:
-                results[record.line] = _error_record(record.id, str(exc))
-    return [
-        results[r.line] if r.question is not None else _error_record(r.id, r.error)
-        for r in batch
-    ]
-
-
-def abstain_below(record: dict[str, Any], min_confidence: float) -> dict[str, Any]:
-    """The record with its answer withheld when its confidence is under ``min_confidence``
-    (the program and the confidence stay, for inspection; the error says why)."""
-    if record["answer"] is None or record["confidence"] >= min_confidence:
-        return record
-    return {**record, "answer": None, "answer_exact": None,
-            "error": f"abstained: confidence {record['confidence']:.3f} below "
-                     f"--min-confidence {min_confidence:g}"}
-
-
-def _error_record(record_id: Any, message: str | None) -> dict[str, Any]:
-    return {"id": record_id, "answer": None, "answer_exact": None, "program": [],
-            "confidence": 0.0, "error": message}
-
-
 @main.command(context_settings=CONTEXT)
 @click.argument("input_path", metavar="[INPUT]", required=False, default="-")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -210,7 +174,7 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
     try:
         with _terminate_as_interrupt():
             for batch in _batches(records, batch_size):
-                for record in _solve_records(solver, batch):
+                for record in solve_records(solver, batch):
                     record = abstain_below(record, min_confidence)
                     sink.write(dump_record(record))
                     sink.flush()
@@ -240,33 +204,8 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
 def info(artifacts: str | None, provider: str, threads: int | None, no_verify: bool,
          search: tuple[str, ...]) -> None:
     """Print the artifacts in use, their manifest summary, versions and providers as JSON."""
-    import numpy
-    import onnxruntime
-    import sympy
-    import tokenizers
-
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
-    payload = {
-        "artifacts": str(solver.folder),
-        "manifest": solver.manifest.summary(),
-        "search": asdict(solver.spec.search),
-        "answer_scorer": (
-            f"learned ({len(solver.spec.answer_scorer.features)} candidate features)"
-            if solver.spec.answer_scorer is not None
-            else "default ranking (mean step log-probability, answer-class prior)"
-        ),
-        "versions": {
-            "onnxruntime": onnxruntime.__version__,
-            "tokenizers": tokenizers.__version__,
-            "numpy": numpy.__version__,
-            "sympy": sympy.__version__,
-            "click": metadata.version("click"),
-        },
-        "providers": {
-            "available": onnxruntime.get_available_providers(),
-            "chosen": solver.provider,
-        },
-    }
+    payload = info_payload(solver)
     click.echo(json.dumps(payload, indent=2))
 
 
@@ -310,3 +249,41 @@ def _read_report(path: str) -> dict:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Problems gathered from concurrent requests into one Solver call.")
+@click.option("--max-wait-ms", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="How long the first waiting request waits for others to join its batch.")
+@click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
+              help="Problems that may wait; beyond, requests get 503 with Retry-After.")
+@click.option("--max-problems", type=click.IntRange(1), default=256, show_default=True,
+              help="Problems per request.")
+@click.option("--no-batching", is_flag=True,
+              help="Solve each request on its own (no gathering across requests).")
+@artifact_options
+def serve(host: str, port: int, max_batch: int, max_wait_ms: float, max_queue: int,
+          max_problems: int, no_batching: bool, artifacts: str | None, provider: str,
+          threads: int | None, no_verify: bool, search: tuple[str, ...]) -> None:
+    """Serve POST /v1/solve, /health, /v1/info and /metrics over HTTP (the `serve` extra).
+    SIGTERM stops taking requests, finishes those in flight and exits 0."""
+    try:
+        from .serve import ServeConfig, run_server
+    except ImportError as exc:
+        raise click.ClickException(
+            f"mycelium-rt serve needs the serve extra (pip install 'mycelium[serve]'): "
+            f"{exc}") from None
+    config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                         max_problems=max_problems, batching=not no_batching)
+
+    def load():
+        return _load_solver(artifacts, provider, threads, not no_verify, search)
+
+    try:
+        sys.exit(run_server(load, host, port, config))
+    except (RuntimeError, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        raise click.ClickException(message) from None

@@ -46,27 +46,32 @@ def parse_line(raw: bytes, line: int) -> InputRecord | None:
     except (json.JSONDecodeError, ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         return InputRecord(line, line, error=f"line {line}: invalid JSON ({reason})")
+    return record_from_object(data, line, f"line {line}")
+
+
+def record_from_object(data: Any, line: int, where: str) -> InputRecord:
+    """Validate one decoded problem object; ``where`` names it in errors ("line 3")."""
     if not isinstance(data, dict):
         return InputRecord(
-            line, line, error=f"line {line}: expected a JSON object, got {type(data).__name__}"
+            line, line, error=f"{where}: expected a JSON object, got {type(data).__name__}"
         )
     record_id = data.get("id", line)
     if not _valid_id(record_id):
-        return InputRecord(line, line, error=f"line {line}: id must be a JSON scalar")
+        return InputRecord(line, line, error=f"{where}: id must be a JSON scalar")
     if "question" not in data:
-        return InputRecord(line, record_id, error=f"line {line}: no 'question' field")
+        return InputRecord(line, record_id, error=f"{where}: no 'question' field")
     question = data["question"]
     if not isinstance(question, str):
         return InputRecord(
-            line, record_id, error=f"line {line}: 'question' must be a string, "
+            line, record_id, error=f"{where}: 'question' must be a string, "
             f"got {type(question).__name__}"
         )
     if not question.strip():
-        return InputRecord(line, record_id, error=f"line {line}: 'question' is empty")
+        return InputRecord(line, record_id, error=f"{where}: 'question' is empty")
     if len(question) > MAX_QUESTION_CHARS:
         return InputRecord(
             line, record_id,
-            error=f"line {line}: 'question' has {len(question)} characters "
+            error=f"{where}: 'question' has {len(question)} characters "
             f"(limit {MAX_QUESTION_CHARS})",
         )
     return InputRecord(line, record_id, question=question)

@@ -12,6 +12,17 @@ if str(ROOT) not in sys.path:  # `benchmarks` is run from the repository, not in
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """No test sees the user's MYCELIUM_* settings; TensorRT's engine cache goes to a
+    temporary folder."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("MYCELIUM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MYCELIUM_TRT_CACHE", str(tmp_path_factory.getbasetemp() / "trt"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 checkpoint (segmenter, classifier, extractor), a few MB."""

@@ -328,7 +328,7 @@ def test_cli_one_record_per_line_in_order(artifacts: Path, tmp_path: Path) -> No
 
 def test_min_confidence_withholds_only_the_less_confident_answers(
         fake_solver: Solver, artifacts: Path, tmp_path: Path) -> None:
-    from mycelium.runtime.cli import abstain_below
+    from mycelium.runtime.answers import abstain_below
 
     questions = ["Tom has 3 apples and buys 4 more. How many apples?",
                  "Sam has 5 pens and 2 cups. How many?", "no number here"]
