@@ -135,10 +135,16 @@ def _batches(records: Iterator[InputRecord], size: int) -> Iterator[list[InputRe
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Withhold answers whose confidence is below this (an 'abstained' error "
                    "record that keeps the program).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: this process; ray: Ray Data actors, one "
+              "Solver each, on the cluster `ray.init()` finds (the `ray` extra).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="With --engine ray: actors (each loads one Solver).")
 @artifact_options
 def solve(input_path: str, output: str | None, text: str | None, batch_size: int, resume: bool,
-          quiet: bool, min_confidence: float, artifacts: str | None, provider: str,
-          threads: int | None, no_verify: bool, search: tuple[str, ...]) -> None:
+          quiet: bool, min_confidence: float, engine: str, workers: int,
+          artifacts: str | None, provider: str, threads: int | None, no_verify: bool,
+          search: tuple[str, ...]) -> None:
     """Solve the problems of a JSONL file (or stdin): one result record per input line.
 
     Each line is an object with "question" and an optional "id"; other fields are
@@ -147,6 +153,10 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
     that the answer is right, so --min-confidence trades answered share for accuracy
     (`mycelium-rt diagnose` reports both per threshold).
     """
+    if engine == "ray":
+        _solve_with_ray(input_path, output, text, resume, quiet, min_confidence, workers,
+                        batch_size, artifacts, provider, threads, search)
+        return
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     if text is not None:
         from .solver import describe
@@ -197,6 +207,43 @@ def solve(input_path: str, output: str | None, text: str | None, batch_size: int
             f"{count} problems in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.1f} problems/s), "
             f"{errors} errors", err=True,
         )
+
+
+def _solve_with_ray(input_path: str, output: str | None, text: str | None, resume: bool,
+                    quiet: bool, min_confidence: float, workers: int, batch_size: int,
+                    artifacts: str | None, provider: str, threads: int | None,
+                    search: tuple[str, ...]) -> None:
+    if text is not None or resume or input_path == "-":
+        raise click.ClickException("--engine ray reads a file or URL: no stdin, --text or "
+                                   "--resume")
+    try:
+        import ray
+
+        from .ray import solve_jsonl
+    except ImportError as exc:
+        raise click.ClickException(f"--engine ray needs the ray extra (pip install "
+                                   f"'mycelium[ray]'): {exc}") from None
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=False)
+    start = time.perf_counter()
+    try:
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise click.ClickException(f"cannot write output {output!r}: {exc.strerror}") from None
+    try:
+        count = solve_jsonl(input_path, sink, artifacts, batch_size=batch_size,
+                            concurrency=workers, provider=provider, threads=threads,
+                            search=search, min_confidence=min_confidence)
+    except (FileNotFoundError, OSError) as exc:
+        raise click.ClickException(f"cannot read input {input_path!r}: {exc}") from None
+    finally:
+        if output:
+            sink.close()
+    if not quiet:
+        elapsed = time.perf_counter() - start
+        click.echo(f"{count} problems in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.1f} "
+                   f"problems/s) on {workers} Ray actor(s)", err=True)
 
 
 @main.command(context_settings=CONTEXT)
