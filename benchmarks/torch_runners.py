@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from mycelium.export.checkpoint import validate_checkpoint
-from mycelium.runtime.manifest import ModelSpec, load_manifest
+from mycelium.runtime.manifest import ModelSpec, load_manifest, model_kind
 from mycelium.runtime.models import (
     DecoderRunner,
     DecoderState,
@@ -31,8 +31,9 @@ from mycelium.runtime.models import (
     extend,
     log_softmax,
 )
+from mycelium.runtime.runners import ClassifierRunner
 from mycelium.runtime.sessions import choose_provider
-from mycelium.runtime.solver import ClassifierRunner, Solver
+from mycelium.runtime.solver import Solver
 from mycelium.runtime.tokenization import (
     EncodedPair,
     GroupedProblem,
@@ -171,9 +172,10 @@ def load_torch_solver(
     pad = {name: model.config.pad_token_id for name, model in models.items()}
     spec = manifest.models["classifier"]
     classifier: ClassifierRunner
-    if spec.kv_cache is not None:
+    kind = model_kind("classifier", spec)
+    if kind == "decoder":
         classifier = TorchDecoderRunner(models["classifier"], spec, pad["classifier"])
-    elif spec.reads_span_groups:
+    elif kind == "span_group_classifier":
         classifier = TorchSpanGroupClassifierRunner(models["classifier"], pad["classifier"])
     else:
         classifier = TorchEncoderClassifierRunner(models["classifier"], pad["classifier"])
