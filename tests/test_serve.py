@@ -4,9 +4,7 @@ real HTTP client. Every load here is bounded in requests and time and stops by i
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,47 +18,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
+from benchmarks.scale_out import START, Server  # noqa: E402
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "problems.jsonl"
-START = "from mycelium.runtime.cli import main; main()"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `mycelium-rt serve` process with the embedded default, ready when constructed."""
-
-    def __init__(self, *options: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MYCELIUM_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", START, "serve", "--port", str(self.port), "--provider",
-             "cpu", *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(self.process.stderr.read().decode())
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become healthy in 90 s")
-
-    def solve(self, problems, **extra):
-        return httpx.post(f"{self.url}/v1/solve", json={"problems": problems, **extra},
-                          timeout=60)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -190,9 +190,12 @@ def _batches(items: list[dict], size: int, seed: int) -> list[list[int]]:
     return batches
 
 
-def fit(out: Path, epochs: int | None = None, resume: bool = False, threads: int = 2) -> None:
-    """Train the top layers over the cache; checkpoints ``out/state.pt`` as it goes and
-    writes ``out/writer.pt`` (the trained part) at the end."""
+def fit(out: Path, epochs: int | None = None, resume: bool = False, threads: int = 2,
+        minutes: float = 0.0, stop_after: int = 0) -> bool:
+    """Train the top layers over the cache; checkpoints ``out/state.pt`` every
+    ``save_every`` steps and writes ``out/writer.pt`` (the trained part) at the end. With
+    ``minutes`` (or ``stop_after`` steps) it checkpoints and stops early, to be resumed;
+    returns whether training finished."""
     torch.set_num_threads(threads)
     config = WriterConfig(**json.loads((out / "writer.json").read_text()))
     if epochs:
@@ -239,18 +242,24 @@ def fit(out: Path, epochs: int | None = None, resume: bool = False, threads: int
         optimizer.step()
         step += 1
         seen += int((labels != IGNORE).sum())
-        loss_sum += float(loss)
+        loss_sum += float(loss.detach())
         if step % 20 == 0:
             print(f"step {step}/{total} epoch {epoch} loss {loss_sum / 20:.4f} "
                   f"{seen / (time.time() - started):.0f} target chars/s", flush=True)
             loss_sum = 0.0
-        if step % config.save_every == 0 or step == total:
+        out_of_time = (minutes and time.time() - started > 60 * minutes) or (
+            stop_after and step >= stop_after)
+        if step % config.save_every == 0 or step == total or out_of_time:
             torch.save({"top": top.state_dict(), "optimizer": optimizer.state_dict(),
                         "step": step}, state_path.with_suffix(".tmp"))
             state_path.with_suffix(".tmp").replace(state_path)
+        if out_of_time and step < total:
+            print(f"stopped at step {step} of {total}; continue with --resume", flush=True)
+            return False
     trained = {k: v for k, v in top.state_dict().items() if not k.startswith("rotary")}
     torch.save(trained, out / "writer.pt")
     print(f"wrote {out / 'writer.pt'}", flush=True)
+    return True
 
 
 def main() -> None:
@@ -267,12 +276,14 @@ def main() -> None:
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--resume", action="store_true")
     train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--minutes", type=float, default=0.0,
+                       help="checkpoint and stop after this long (0: run to the end)")
     args = parser.parse_args()
     if args.command == "cache":
         torch.set_num_threads(args.threads)
         build_cache(args.base, args.data / "problems.jsonl", args.out, args.frozen_layers)
     else:
-        fit(args.out, args.epochs, args.resume, args.threads)
+        fit(args.out, args.epochs, args.resume, args.threads, args.minutes)
 
 
 if __name__ == "__main__":

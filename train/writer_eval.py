@@ -41,58 +41,81 @@ class Writer:
         trained = torch.load(run / "writer.pt", weights_only=True)
         self.top.load_state_dict(trained, strict=False)
         self.symbols = [*ALPHABET, END]
+        self.model.to(torch.bfloat16)  # decoding reads every weight per step: half the bytes
 
-    def _logp(self, tokens: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        hidden = self.model.model(input_ids=tokens, past_key_values=cache,
-                                  use_cache=True).last_hidden_state[:, -1]
-        return torch.log_softmax((hidden @ self.top.head.T).float(), -1)
+    def _logp(self, tokens: torch.Tensor, mask: torch.Tensor, cache: DynamicCache
+              ) -> torch.Tensor:
+        """Grammar log-probabilities (rows, classes) of the next character after ``tokens``
+        (rows, T), ``mask`` covering the cache and the new tokens."""
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = self.model.model(input_ids=tokens, attention_mask=mask,
+                                      past_key_values=cache, use_cache=True
+                                      ).last_hidden_state[:, -1]
+            logits = hidden @ self.top.head.T
+        return torch.log_softmax(logits.float(), -1)
 
     @torch.no_grad()
-    def beam(self, question: str, sources: Sources, width: int = 8, max_chars: int = 120
-             ) -> list[tuple[Fraction, float, str]]:
-        """Finished valid programs: (answer, log-probability, text), best first."""
-        prompt = self.tokenizer.encode(PROMPT.format(question=question)).ids
+    def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
+              max_chars: int = 120) -> list[list[tuple[Fraction, float, str]]]:
+        """Per problem, its finished valid programs: (answer, log-probability, text), best
+        first. All problems' beams advance together, one character per step (a character
+        the executor writes is fed like any other, with no choice and no score)."""
+        prompts = [self.tokenizer.encode(PROMPT.format(question=q)).ids for q in questions]
+        longest = max(map(len, prompts))
+        tokens = torch.tensor([[self.eos] * (longest - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
         cache = DynamicCache()
-        logp = self._logp(torch.tensor([prompt]), cache)
-        # a beam: (score, state, text, characters the executor still writes)
-        beams = [(0.0, WriterState(), "", "")]
-        done: list[tuple[Fraction, float, str]] = []
+        logp = self._logp(tokens, mask, cache)
+        # a live beam: (problem, score, state, text, characters the executor still writes)
+        live = [(n, 0.0, WriterState(), "", "") for n in range(len(questions))]
+        done: list[list[tuple[Fraction, float, str]]] = [[] for _ in questions]
         for _ in range(max_chars):
-            options = []
-            for row, (score, state, text, pending) in enumerate(beams):
+            options: list[list] = [[] for _ in questions]
+            for row, (n, score, state, text, pending) in enumerate(live):
                 if pending:
-                    options.append((score, row, state, text + pending[0], pending[1:],
-                                    pending[0]))
+                    options[n].append((score, row, None, text + pending[0], pending[1:],
+                                       pending[0]))
                     continue
-                for char in allowed(state, sources):
+                for char in allowed(state, sources[n]):
                     value = score + float(logp[row, self.symbols.index(char)])
-                    options.append((value, row, state, text, "", char))
-            options.sort(key=lambda o: -o[0])
+                    options[n].append((value, row, state, text, "", char))
             kept, rows, feed = [], [], []
-            for score, row, state, text, pending, char in options:
-                if len(kept) >= width:
-                    break
-                if char == END:
-                    answer = finish(state, sources)
-                    if answer is not None:
-                        done.append((answer, score, text))
-                    continue
-                if beams[row][3]:  # a forced character: already advanced
-                    kept.append((score, state, text, pending))
-                else:
-                    moved = advance(state, char, sources)
-                    if moved is None:
+            for n, candidates in enumerate(options):
+                candidates.sort(key=lambda o: -o[0])
+                taken = 0
+                for score, row, state, text, pending, char in candidates:
+                    if taken >= width:
+                        break
+                    if char == END:
+                        answer = finish(state, sources[n])
+                        if answer is not None:
+                            done[n].append((answer, score, text))
                         continue
-                    kept.append((score, moved[0], text + char, moved[1]))
-                rows.append(row)
-                feed.append(self.ids[self.symbols.index(char)])
-            best_done = max((d[1] for d in done), default=-math.inf)
-            if not kept or (len(done) >= width and kept[0][0] < best_done):
+                    if state is None:  # a written character: the beam moves on
+                        kept.append((n, score, live[row][2], text, pending))
+                    else:
+                        moved = advance(state, char, sources[n])
+                        if moved is None:
+                            continue
+                        kept.append((n, score, moved[0], text + char, moved[1]))
+                    rows.append(row)
+                    feed.append(self.ids[self.symbols.index(char)])
+                    taken += 1
+            # a problem stops once `width` programs are done and no live beam is better
+            best = {}
+            for n, score, *_ in kept:
+                best[n] = max(best.get(n, -math.inf), score)
+            keep = [i for i, (n, *_rest) in enumerate(kept)
+                    if len(done[n]) < width or best[n] > max(d[1] for d in done[n])]
+            if not keep:
                 break
-            cache.reorder_cache(torch.tensor(rows))
-            beams = kept
-            logp = self._logp(torch.tensor(feed)[:, None], cache)
-        return sorted(done, key=lambda d: -d[1])
+            kept = [kept[i] for i in keep]
+            index = torch.tensor([rows[i] for i in keep])
+            cache.reorder_cache(index)
+            mask = torch.cat([mask[index], torch.ones(len(keep), 1, dtype=mask.dtype)], 1)
+            live = kept
+            logp = self._logp(torch.tensor([feed[i] for i in keep])[:, None], mask, cache)
+        return [sorted(d, key=lambda item: -item[1]) for d in done]
 
 
 def main() -> None:
@@ -102,6 +125,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/gsm8k/train.jsonl"))
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=8, help="problems decoded together")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="per-problem JSONL")
     args = parser.parse_args()
@@ -114,13 +138,14 @@ def main() -> None:
     counts = defaultdict(int)
     sink = args.out.open("w") if args.out else None
     started = time.time()
-    for at in range(0, len(rows), 16):
-        chunk = rows[at:at + 16]
+    for at in range(0, len(rows), args.batch):
+        chunk = rows[at:at + args.batch]
         spans = solver.segment([r["question"] for _, r in chunk])
-        for (number, record), found in zip(chunk, spans, strict=True):
+        sources = [Sources(tuple(s.value for s in found if s.value is not None), constants)
+                   for found in spans]
+        programs = writer.beams([r["question"] for _, r in chunk], sources, args.beam)
+        for (number, record), finished in zip(chunk, programs, strict=True):
             gold = gold_value(record)
-            sources = Sources(tuple(s.value for s in found if s.value is not None), constants)
-            finished = writer.beam(record["question"], sources, args.beam)
             mass: dict[Fraction, float] = defaultdict(float)
             for answer, score, _ in finished:
                 mass[answer] += math.exp(score)
@@ -136,6 +161,7 @@ def main() -> None:
                                            mass[pick] / sum(mass.values()) if pick else 0),
                                        "programs": [[str(a), s, t] for a, s, t in
                                                     finished[:4]]}) + "\n")
+                sink.flush()
         rate = counts["problems"] / (time.time() - started)
         print(json.dumps({**counts, "problems/s": round(rate, 2)}), flush=True)
 

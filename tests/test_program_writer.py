@@ -1,0 +1,113 @@
+"""The program writer on a tiny random Qwen2 base written here: supervision, the cached
+lower layers, training that resumes exactly, and the grammar beam end to end."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction as F
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mycelium.train.equations import Sources  # noqa: E402
+from mycelium.train.program_writer import (  # noqa: E402
+    build_cache,
+    fit,
+    read_examples,
+)
+
+QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many."
+RECORD = {"id": 0, "split": "train", "question": QUESTION, "aligned": True,
+          "spans": [{"value": "48"}, {"value": "1/2"}], "answer": "72",
+          "program": [{"op": "DIV", "args": ["Q0", "C2"]}, {"op": "ADD", "args": ["Q0", "R1"]}]}
+
+
+def _tiny_base(folder: Path) -> Path:
+    """A 2-layer Qwen2 with a byte-level vocabulary (every character one token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    alphabet = ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    folder.mkdir(parents=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, eos_token_id=len(vocab) - 1,
+                         tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("writer")
+    base = _tiny_base(root / "base")
+    problems = root / "problems.jsonl"
+    skipped = {**RECORD, "id": 1, "program": [{"op": "AVG", "args": ["Q0", "Q1"]}]}
+    problems.write_text("".join(json.dumps(r) + "\n" for r in (RECORD, skipped)))
+    run = root / "run"
+    build_cache(base, problems, run, frozen=1, shard=1)
+    config = json.loads((run / "writer.json").read_text())
+    config.update(batch=1, save_every=3, lr=1e-2, warmup=1)
+    (run / "writer.json").write_text(json.dumps(config))
+    return base, problems, run
+
+
+def test_examples_are_equations_of_the_four_operations(cached) -> None:
+    _, problems, _ = cached
+    (example,) = read_examples(problems, "train")  # the AVG template program is left out
+    assert example["equations"].text == "48/2=24\n48+24=72\n"
+
+
+def test_the_cache_is_kept_and_reused(cached) -> None:
+    base, problems, run = cached
+    (shard,) = sorted((run / "cache").glob("*.pt"))
+    stamp = shard.stat().st_mtime_ns
+    build_cache(base, problems, run, frozen=1, shard=1)
+    assert shard.stat().st_mtime_ns == stamp
+    (item,) = torch.load(shard, weights_only=False)
+    assert item["states"].shape == (len(item["tokens"]), 32)
+    assert item["states"].dtype == torch.bfloat16
+
+
+def test_a_stopped_and_resumed_fit_ends_where_a_straight_one_does(cached, tmp_path: Path
+                                                                   ) -> None:
+    _, _, run = cached
+    folders = []
+    for name in ("straight", "resumed"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "writer.json").write_text((run / "writer.json").read_text())
+        (folder / "cache").symlink_to(run / "cache")
+        folders.append(folder)
+    straight, resumed = folders
+    assert fit(straight, epochs=8, threads=1)
+    assert not fit(resumed, epochs=8, threads=1, stop_after=5)  # as if the session ended
+    assert torch.load(resumed / "state.pt", weights_only=False)["step"] == 5
+    assert not (resumed / "writer.pt").exists()
+    assert fit(resumed, epochs=8, resume=True, threads=1)
+    a, b = torch.load(straight / "writer.pt"), torch.load(resumed / "writer.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_overfitted_writer_writes_the_program(cached) -> None:
+    from mycelium.train.writer_eval import Writer
+
+    _, _, run = cached
+    fit(run, epochs=150, threads=1)
+    writer = Writer(run)
+    sources = Sources(quantities=(F(48), F(1, 2)), constants=(F(2), F(60)))
+    (programs,) = writer.beams([QUESTION], [sources], width=4)
+    answer, score, text = programs[0]
+    assert (answer, text) == (F(72), "48/2=24\n48+24=72\n")
+    assert score > -1.0
