@@ -6,9 +6,10 @@
 """
 
 from .errors import ArtifactsError, InputError, MyceliumError
-from .results import SolveResult, Span
+from .results import SolveResult, SolveTrace, Span
 
-__all__ = ["Solver", "SolveResult", "Span", "MyceliumError", "ArtifactsError", "InputError"]
+__all__ = ["Solver", "SolveResult", "SolveTrace", "Span", "MyceliumError", "ArtifactsError",
+           "InputError"]
 
 
 def __getattr__(name: str):

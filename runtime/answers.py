@@ -6,6 +6,7 @@ from typing import Any
 
 from .errors import MyceliumError
 from .records import InputRecord
+from .spec import search_record
 
 
 def error_record(record_id: Any, message: str | None) -> dict[str, Any]:
@@ -47,7 +48,6 @@ def abstain_below(record: dict[str, Any], min_confidence: float) -> dict[str, An
 def info_payload(solver: Any) -> dict[str, Any]:
     """What `mycelium-rt info` prints: artifacts, manifest, search, scorer, versions,
     providers."""
-    from dataclasses import asdict
     from importlib import metadata
 
     import numpy
@@ -57,7 +57,7 @@ def info_payload(solver: Any) -> dict[str, Any]:
     return {
         "artifacts": str(solver.folder),
         "manifest": solver.manifest.summary(),
-        "search": asdict(solver.spec.search),
+        "search": search_record(solver.spec.search),
         "answer_scorer": (
             f"learned ({len(solver.spec.answer_scorer.features)} candidate features)"
             if solver.spec.answer_scorer is not None

@@ -13,11 +13,12 @@ from mycelium.executor import Step, execute
 from . import search
 from .calibration import calibration_inputs
 from .ranking import best_first
-from .readings import Variant, distinct_readings
+from .readings import distinct_readings
 from .render import program_record
 from .results import SolveResult, Span
 from .scorer import Scored, pick_answer
 from .spec import SearchSpec, SolverSpec, group_breadth
+from .trace import SolveTrace, Variant
 from .verifier import CandidateInfo, candidate_features, tail_agreement, with_pool_features
 
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
@@ -124,14 +125,13 @@ def choose(
                                   spec.search, constants, no_learned_step, featured)
     best, confidence, vectors = pick(executed, spec)
     debug = (
-        {
-            "variants": dict(variants),
-            "valid_values": [item.result.value for item in executed.valid],
-            "candidate_features": vectors,
-            "candidate_programs": [program_record(item.result, spans)
-                                   for item in executed.valid],
-            "used_sets": [used.spans for used in sets],
-        }
+        SolveTrace(
+            variants=dict(variants),
+            used_sets=[used.spans for used in sets],
+            valid_values=[item.result.value for item in executed.valid],
+            candidate_features=vectors,
+            candidate_programs=[program_record(item.result, spans) for item in executed.valid],
+        )
         if trace
         else None
     )

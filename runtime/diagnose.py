@@ -90,7 +90,7 @@ def _derive(question: str, record: dict[str, Any], search: SearchSpec) -> Deriva
 def _best_readings(result: SolveResult, group: tuple[int, ...], count: int
                    ) -> list[tuple[str, str]]:
     """The ``count`` best (operation, argument text) readings the models gave a group."""
-    variants = (result.trace or {}).get("variants", {}).get(group, [])
+    variants = result.trace.variants.get(group, []) if result.trace is not None else []
     best = sorted(variants, key=lambda v: -v.logprob)[:count]
     return [(v.op, " ".join(v.text.split())) for v in best]
 
@@ -105,9 +105,9 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Derivation | None
         if predicted != expected:
             return "segmentation"  # a quantity missed, added or cut differently
         gold_used = tuple(i for i, used in enumerate(_used_flags(derivation)) if used)
-        if result.trace and gold_used not in result.trace.get("used_sets", [gold_used]):
+        if result.trace is not None and gold_used not in result.trace.used_sets:
             return "segmentation"  # quantities right, but no used set tried is the gold one
-    if result.trace and gold in result.trace.get("valid_values", []):
+    if result.trace is not None and gold in result.trace.valid_values:
         return "scorer_picked_wrong"
     if result.error and "no valid candidate" in result.error and (
         derivation is None or not derivation.reachable
@@ -135,9 +135,9 @@ def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Derivati
                        search: SearchSpec) -> str:
     """How far the readings came towards a reachable gold program (:data:`READING_REACH`):
     the gold value among the valid candidates, else the worst of the gold steps."""
-    if result.trace and gold in result.trace.get("valid_values", []):
+    if result.trace is not None and gold in result.trace.valid_values:
         return READING_REACH[0]
-    variants = (result.trace or {}).get("variants", {})
+    variants = result.trace.variants if result.trace is not None else {}
     worst = READING_REACH.index("gold_readings_kept")
     for step in derivation.program:
         if step.args:  # a template tail has no model reading

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactsError
+from .spec import SolverSpec
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -89,9 +90,18 @@ class Manifest:
     format_version: int
     precision: str  # "fp32" | "fp16" | "int8"
     models: dict[str, ModelSpec]
-    mycelium: dict[str, Any]  # the checkpoint's mycelium.json (templates, grammar, ...)
+    # the checkpoint's mycelium.json (templates, grammar, ...), read by SolverSpec.from_dict;
+    # changed only through with_mycelium, which validates it the same way
+    mycelium: dict[str, Any]
     parity: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+
+    def with_mycelium(self, mycelium: dict[str, Any]) -> Manifest:
+        """This manifest with another ``mycelium`` section, validated as the runtime loads
+        it (:meth:`SolverSpec.from_dict`): raises ArtifactsError before anything is
+        written when it would not load."""
+        SolverSpec.from_dict(mycelium)
+        return replace(self, mycelium=mycelium)
 
     def to_json(self) -> str:
         """Serialise to the JSON text stored as manifest.json."""

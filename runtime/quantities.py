@@ -19,17 +19,18 @@ from fractions import Fraction
 MAX_QUANTITY_CHARS = 64
 _CURRENCY = "$€£¥"
 _SUFFIXES = ("%", "¢")
-_UNITS = {
+# The number-word lexicon (the one source: the gold scan reads it too)
+UNITS: dict[str, int] = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
     "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
     "nineteen": 19,
 }
-_TENS = {
+TENS: dict[str, int] = {
     "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
     "eighty": 80, "ninety": 90,
 }
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+SCALES: dict[str, int] = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 _WORD_VALUES = {
     "half": Fraction(1, 2), "quarter": Fraction(1, 4), "dozen": Fraction(12), "twice": Fraction(2),
     "double": Fraction(2), "triple": Fraction(3), "thrice": Fraction(3), "pair": Fraction(2),
@@ -67,7 +68,7 @@ def _parse_digits(text: str) -> Fraction | None:
 def _parse_words(words: list[str]) -> Fraction | None:
     """English cardinals and multiplicative words."""
     if len(words) > 1 and words[0] in _ARTICLES:
-        words = ["one", *words[1:]] if words[1] in _SCALES else words[1:]
+        words = ["one", *words[1:]] if words[1] in SCALES else words[1:]
     if not words:
         return None
     if len(words) == 1 and words[0] in _WORD_VALUES:
@@ -82,12 +83,12 @@ def _parse_words(words: list[str]) -> Fraction | None:
         number = _parse_digits(word)
         if number is not None and not seen:
             current, seen = number, True
-        elif word in _UNITS:
-            current, seen = current + _UNITS[word], True
-        elif word in _TENS:
-            current, seen = current + _TENS[word], True
-        elif word in _SCALES and seen:
-            scale = _SCALES[word]
+        elif word in UNITS:
+            current, seen = current + UNITS[word], True
+        elif word in TENS:
+            current, seen = current + TENS[word], True
+        elif word in SCALES and seen:
+            scale = SCALES[word]
             if scale == 100:
                 current *= scale
             else:

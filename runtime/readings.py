@@ -17,30 +17,8 @@ from .classify import GroupRow
 from .extract import ExtractRow
 from .grammar import parse_args
 from .spec import REJECT, SearchSpec, group_breadth
-from .verifier import StepParts, log_one_minus_exp
-
-
-@dataclass
-class Variant:
-    """One (group, operation) reading with its parsed arguments and log-probability."""
-
-    op: str
-    args: tuple[Arg, ...] | None  # None when the extractor's output is off-grammar
-    logprob: float
-    text: str
-    # the parts of ``logprob``: log P(the group is a step) (0 without a reject label) and
-    # log P(this operation | a step), from the classifier; the rest is the extractor's
-    is_step_logprob: float = 0.0
-    op_logprob: float = 0.0
-
-    @property
-    def parts(self) -> StepParts:
-        """Where this reading's log-probability comes from (for the answer scorer)."""
-        return StepParts(self.is_step_logprob, self.op_logprob,
-                         self.logprob - self.is_step_logprob - self.op_logprob)
-
-
-Readings = dict[tuple[int, ...], list[Variant]]  # span group -> its readings
+from .trace import Variant  # the reading type (defined with the trace, as is Readings)
+from .verifier import log_one_minus_exp
 
 
 class ReadingKey(NamedTuple):

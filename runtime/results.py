@@ -8,6 +8,8 @@ from typing import Any
 
 from mycelium.executor import format_fraction
 
+from .trace import SolveTrace
+
 
 @dataclass(frozen=True)
 class Span:
@@ -36,7 +38,7 @@ class SolveResult:
     confidence: float = 0.0
     error: str | None = None
     spans: list[Span] = field(default_factory=list)
-    trace: dict[str, Any] | None = None  # model readings per group (Solver.solve(trace=True))
+    trace: SolveTrace | None = None  # readings and candidates (Solver.solve(trace=True))
 
     @classmethod
     def from_value(cls, id: Any, value: Fraction, **fields: Any) -> SolveResult:

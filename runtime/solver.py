@@ -26,7 +26,7 @@ from .errors import ArtifactsError
 from .extract import BEAM_DEPTH, ExtractRow, branch_first_token, extract
 from .manifest import Manifest, load_manifest, model_kind, safe_member
 from .models import DecoderState
-from .readings import Readings, Variant, add_readings, distinct_readings, plan_extractions
+from .readings import add_readings, distinct_readings, plan_extractions
 from .render import describe, program_record
 from .results import SolveResult, Span
 from .runners import ClassifierRunner, Runners, onnx_runners
@@ -36,6 +36,7 @@ from .spec import SolverSpec, override_search
 from .stats import STAGES, Stats, timed
 from .templates import marked_problem
 from .tokenization import TextTokenizer
+from .trace import Readings, Variant
 
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 

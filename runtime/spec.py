@@ -7,20 +7,20 @@ exporter, and read by the runtime through :class:`SolverSpec`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from mycelium.executor import DEFAULT_CONSTANTS as EXECUTOR_CONSTANTS
-from mycelium.executor import format_fraction
+from mycelium.executor import OPERATIONS, format_fraction
 
 from .calibration import ConfidenceCalibration
 from .errors import ArtifactsError
 from .verifier import AnswerScorer
 
 SPEC_FORMAT_VERSION = 1
-OPERATIONS = ("ADD", "SUB", "MUL", "DIV")
+# OPERATIONS (the classifier's operation labels) is the executor's vocabulary, re-exported.
 # Optional extra classifier label: "this group is no step of the program". Never extracted;
 # the mass it takes lowers the other operations' log-probabilities, so candidates built
 # from groups the classifier rejects rank lower.
@@ -137,6 +137,36 @@ def _parse_setting(key: str, text: str, current: Any) -> Any:
     raise ArtifactsError(f"--search {key}={text}: expected a {type(current).__name__}")
 
 
+def search_record(search: SearchSpec, *, changed_only: bool = False) -> dict[str, Any]:
+    """The search block as written to JSON: the one writer of every stored search.
+
+    Three files carry one: ``mycelium-train data``'s coverage.json (``changed_only``: the
+    settings that differ from :class:`SearchSpec`'s defaults, i.e. the structure the gold
+    programs were fitted to), the checkpoint's mycelium.json (``SolverSpec.to_dict``, every
+    setting) and, after ``mycelium-train scorer --write --search``, the artifacts manifest's
+    ``mycelium.search`` (every setting, those the scorer's candidates were collected under).
+    The trainer copies coverage.json's into mycelium.json, the exporter copies mycelium.json
+    verbatim into the manifest, and only the manifest's is served: it is authoritative.
+    """
+    record = asdict(search)
+    if changed_only:
+        default = SearchSpec()
+        record = {name: value for name, value in record.items()
+                  if value != getattr(default, name)}
+    return record
+
+
+def search_from_record(raw: Mapping[str, Any]) -> SearchSpec:
+    """The :class:`SearchSpec` of a search block written by :func:`search_record` (missing
+    settings take their defaults); raises TypeError or ValueError when it does not
+    validate."""
+    settings = {key: tuple(value) if isinstance(value, list) else value
+                for key, value in dict(raw).items()}
+    search = SearchSpec(**settings)
+    search.check()
+    return search
+
+
 def override_search(search: SearchSpec, settings: Iterable[str]) -> SearchSpec:
     """``search`` with ``KEY=VALUE`` settings applied (e.g. ``permute_chunks=1``)."""
     names = {f.name for f in fields(SearchSpec)}
@@ -207,7 +237,9 @@ class SolverSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of mycelium.json)."""
-        return asdict(self)
+        data = asdict(self)
+        data["search"] = search_record(self.search)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> SolverSpec:
@@ -219,11 +251,7 @@ class SolverSpec:
             raise ArtifactsError(f"mycelium.json: unsupported format_version {version!r}")
         try:
             templates = Templates(**data.get("templates", {}))
-            search_raw = dict(data.get("search", {}))
-            if "tail_templates" in search_raw:
-                search_raw["tail_templates"] = tuple(search_raw["tail_templates"])
-            search = SearchSpec(**search_raw)
-            search.check()
+            search = search_from_record(data.get("search", {}))
             kwargs = {
                 key: data[key]
                 for key in ("grammar", "quantity_grammar", "max_problem_tokens",

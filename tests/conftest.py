@@ -116,3 +116,54 @@ def with_positions(checkpoint: Path, folder: Path, role: str, positions: int) ->
     config["max_position_embeddings"] = positions
     path.write_text(json.dumps(config))
     return folder
+
+
+def assert_replays(record: dict) -> None:
+    """Assert that a solve record (``SolveResult.to_record()`` or a JSONL line) holds: an
+    error and nothing else, or an answer that re-executing its program with the executor
+    gives, every step's arguments and result as recorded."""
+    from fractions import Fraction
+
+    from mycelium.executor import TEMPLATES, Arg, Step, execute, format_fraction
+    from mycelium.runtime.results import answer_number
+
+    if record["error"] is not None:
+        assert isinstance(record["error"], str) and record["error"]
+        assert record["answer"] is None and record["answer_exact"] is None
+        return
+    program = record["program"]
+    assert program, "an answer without a program"
+    quantities: dict[int, Fraction] = {}
+    constants: set[Fraction] = set()
+    steps = []
+    for number, step in enumerate(program):
+        if step["op"] in TEMPLATES:  # a template reads every earlier result
+            assert all(arg["source"] == "result" for arg in step["args"])
+            steps.append(Step(step["op"], ()))
+            continue
+        args = []
+        for arg in step["args"]:
+            value = Fraction(arg["value"])
+            if arg["source"] == "quantity":
+                assert quantities.setdefault(arg["index"], value) == value
+                args.append(Arg.quantity(arg["index"]))
+            elif arg["source"] == "result":
+                assert 0 <= arg["step"] < number
+                args.append(Arg.result(number - arg["step"]))
+            else:
+                assert arg["source"] == "constant"
+                constants.add(value)
+                args.append(Arg.constant(value))
+        steps.append(Step(step["op"], tuple(args)))
+    values = [quantities.get(i, Fraction(0)) for i in range(max(quantities, default=-1) + 1)]
+    executed = execute(tuple(steps), values, constants=frozenset(constants))
+    assert executed.ok, executed.error
+    assert len(executed.steps) == len(program)
+    for trace, step in zip(executed.steps, program, strict=True):
+        assert [format_fraction(value) for _, value in trace.args] == [
+            arg["value"] for arg in step["args"]]
+        assert format_fraction(trace.result) == step["result"]
+    assert executed.value is not None
+    assert record["answer_exact"] == format_fraction(executed.value) == program[-1]["result"]
+    assert record["answer"] == answer_number(executed.value)
+    assert 0.0 <= record["confidence"] <= 1.0

@@ -200,9 +200,9 @@ def test_export_and_serve_an_encoder_classifier(mixed_checkpoint: Path, encoder:
     # solving tries each group's top operations by the PyTorch classifier
     gold = [Span(a, b, QUESTION[a:b], Fraction(QUESTION[a:b])) for a, b in spans]
     [result] = solver.solve([QUESTION], spans=[gold], trace=True)
-    assert result.trace is not None and result.trace["variants"]
+    assert result.trace is not None and result.trace.variants
     k = solver.spec.search.ops_per_group
-    for group, variants in result.trace["variants"].items():
+    for group, variants in result.trace.variants.items():
         items = [(i, QUESTION[spans[i][0]:spans[i][1]]) for i in group]
         a, b = group_pair(solver.spec.templates, QUESTION, spans, items)
         ids = tokenizer.encode(a, b)

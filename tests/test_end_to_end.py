@@ -10,6 +10,9 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
+from conftest import assert_replays  # noqa: E402
+
+from mycelium.executor import format_fraction  # noqa: E402
 from mycelium.export import export_checkpoint  # noqa: E402
 from mycelium.runtime import Solver  # noqa: E402
 from mycelium.train.cli import main as train_main  # noqa: E402
@@ -56,6 +59,13 @@ def test_data_train_export_solve(tmp_path: Path) -> None:
     solver = Solver.load(report.output, "cpu")
     results = solver.solve([q for q, _ in PROBLEMS[:6]], ids=list(range(6)))
     assert [r.id for r in results] == list(range(6))
+    assert sum(solver.stats.tokens.values()) > 0
     for r in results:
-        assert (r.answer is None) == (r.error is not None)
-        assert sum(solver.stats.tokens.values()) > 0
+        assert_replays(r.to_record())
+        if r.error is None:  # the quantities the program read are the problem's spans
+            for step in r.program:
+                for arg in step["args"]:
+                    if arg["source"] == "quantity":
+                        span = r.spans[arg["index"]]
+                        assert [span.start, span.end] == arg["span"]
+                        assert arg["value"] == format_fraction(span.value)

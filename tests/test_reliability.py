@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import assert_replays
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,7 @@ def test_every_hostile_line_gets_one_record(fp32_export, tmp_path: Path) -> None
     assert [r["id"] for r in records][:3] == [1, 2, 3]
     for record in records:
         assert set(record) == {"id", "answer", "answer_exact", "program", "confidence", "error"}
-        assert (record["answer"] is None) == (record["error"] is not None)
+        assert_replays(record)
     assert "errors" in result.output
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_replays
 
 from mycelium.executor import Arg
 from mycelium.runtime import Solver
@@ -139,7 +140,7 @@ def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> N
     (result,) = solver.solve(["Tom has 3 apples and buys 4 more. How many apples?"],
                              trace=True)
     assert result.answer == 7
-    readings = [v for found in result.trace["variants"].values() for v in found]
+    readings = [v for found in result.trace.variants.values() for v in found]
     assert readings and all(v.op != "NONE" for v in readings)
     ops = {v.op for v in readings}
     assert "ADD" in ops and len(ops) == 2  # the two best real operations
@@ -151,11 +152,11 @@ def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> N
     none_logprob = 5.0 - np.log(np.exp(2.0) + 3 + np.exp(5.0))
     column = FEATURES.index("tail_agreement")
     learned = FEATURES.index("steps_1")  # a one-step "3 + 4" has no learned step
-    agreements = {round(v[column], 4) for v in result.trace["candidate_features"]}
+    agreements = {round(v[column], 4) for v in result.trace.candidate_features}
     assert round(none_logprob, 4) in agreements
     assert agreements <= {round(none_logprob, 4), round(np.log(-np.expm1(none_logprob)), 4)}
     assert any(v[learned] == 1.0 and v[column] == pytest.approx(none_logprob, abs=1e-4)
-               for v in result.trace["candidate_features"])
+               for v in result.trace.candidate_features)
     # each reading's log-probability taken apart: is a step, which operation, arguments
     is_step = float(np.log(-np.expm1(none_logprob)))
     add_given_step = 2.0 - float(np.log(np.exp(2.0) + 3))
@@ -165,7 +166,7 @@ def test_reject_label_is_never_extracted_and_lowers_scores(artifacts: Path) -> N
         assert parts.is_step + parts.op_given_step + parts.args == pytest.approx(reading.logprob)
         if reading.op == "ADD":
             assert parts.op_given_step == pytest.approx(add_given_step, abs=1e-5)
-    for vector in result.trace["candidate_features"]:
+    for vector in result.trace.candidate_features:
         assert vector[FEATURES.index("is_step_mean")] == pytest.approx(is_step, abs=1e-5)
         assert vector[FEATURES.index("is_step_min")] == pytest.approx(is_step, abs=1e-5)
         assert vector[FEATURES.index("op_given_step_mean")] <= add_given_step + 1e-5
@@ -187,7 +188,7 @@ def test_python_api_on_tiny_artifacts(artifacts: Path) -> None:
     for result in results:
         record = result.to_record()
         assert set(record) == {"id", "answer", "answer_exact", "program", "confidence", "error"}
-        assert (record["answer"] is None) == (record["error"] is not None)
+        assert_replays(record)
 
 
 def test_branch_first_token_forces_each_rows_top_tokens() -> None:
@@ -219,8 +220,8 @@ def test_arg_readings_give_more_readings_per_group(artifacts: Path) -> None:
     two = Solver.load(artifacts=artifacts, search=("arg_readings=2",)).solve(questions,
                                                                             trace=True)
     for a, b in zip(one, two, strict=True):
-        for group, found in a.trace["variants"].items():
-            more = b.trace["variants"][group]
+        for group, found in a.trace.variants.items():
+            more = b.trace.variants[group]
             assert len(more) == 2 * len(found)
             for variant in found:
                 assert any(v.op == variant.op and v.text == variant.text
@@ -293,8 +294,8 @@ def test_tail_settings_widen_only_the_span_free_group(artifacts: Path) -> None:
     search = base.spec.search
     for a, b in zip(base.solve(questions, trace=True), wide.solve(questions, trace=True),
                     strict=True):
-        for group, found in a.trace["variants"].items():
-            more = b.trace["variants"][group]
+        for group, found in a.trace.variants.items():
+            more = b.trace.variants[group]
             if group:
                 assert [(v.op, v.text) for v in more] == [(v.op, v.text) for v in found]
             else:
@@ -364,8 +365,16 @@ def test_cli_stdin_to_stdout(artifacts: Path) -> None:
 
 
 def test_cli_text_and_info(artifacts: Path) -> None:
-    text = _run(["solve", "--artifacts", str(artifacts), "--text", "Tom has 3 apples."])
-    assert text.exit_code == 0 and ("answer:" in text.output or "error:" in text.output)
+    for question in ("Tom has 3 apples.", "Tom has 3 apples and buys 4 more. How many?"):
+        text = _run(["solve", "--artifacts", str(artifacts), "--text", question])
+        assert text.exit_code == 0, text.output
+        (expected,) = Solver.load(artifacts=artifacts, provider="cpu").solve([question])
+        assert text.stdout.strip() == describe(expected)  # what the API says, rendered
+        first = text.stdout.splitlines()[0]
+        if expected.error is None:
+            assert first.startswith(f"answer: {expected.answer_exact} ")
+        else:
+            assert first == f"error: {expected.error}"
     info = _run(["info", "--artifacts", str(artifacts)])
     payload = json.loads(info.output)
     assert payload["artifacts"] == str(artifacts)
@@ -450,7 +459,11 @@ def test_embedded_default_solves_without_artifacts(monkeypatch) -> None:
                   'buys 7 more. How many apples does he have?"}\n')
     assert result.exit_code == 0, result.output
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
-    assert record["id"] == 1 and (record["answer"] is None) == (record["error"] is not None)
+    assert record["id"] == 1
+    assert_replays(record)
+    (expected,) = Solver.load().solve(["Tom has 12 apples and buys 7 more. How many apples "
+                                       "does he have?"], ids=[1])
+    assert record == json.loads(json.dumps(expected.to_record()))  # the API's answer
 
 
 def test_environment_variable_selects_artifacts(artifacts: Path, monkeypatch) -> None:
@@ -534,7 +547,7 @@ def test_gold_reading_reach_names_the_worst_gold_step() -> None:
     from types import SimpleNamespace
 
     from mycelium.runtime.diagnose import gold_reading_reach
-    from mycelium.runtime.results import SolveResult
+    from mycelium.runtime.results import SolveResult, SolveTrace
     from mycelium.runtime.spec import SearchSpec
 
     def reading(op: str, text: str, logprob: float) -> Variant:
@@ -546,7 +559,7 @@ def test_gold_reading_reach_names_the_worst_gold_step() -> None:
     variants = {(0,): [reading("MUL", "Q0 C2", -0.1), reading("DIV", "Q0 C2", -0.5),
                        reading("MUL", "Q0 R1", -0.9)],
                 (1,): [reading("ADD", "R1 Q1", -0.2)]}
-    result = SolveResult(id=1, trace={"variants": variants, "valid_values": [Fraction(6)]})
+    result = SolveResult(id=1, trace=SolveTrace(variants=variants, valid_values=[Fraction(6)]))
     search = SearchSpec(readings_per_group=2)
 
     def reach(*steps: SimpleNamespace, gold: int = 7) -> str:

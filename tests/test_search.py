@@ -155,3 +155,24 @@ def test_search_overrides_are_typed_and_checked() -> None:
                 ["ops_per_group=0"], ["tail_ops=-1"]):
         with pytest.raises(ArtifactsError, match="--search"):
             override_search(SearchSpec(), bad)
+
+
+def test_search_blocks_are_written_and_read_by_one_pair_of_functions() -> None:
+    import json
+    from dataclasses import asdict
+
+    from mycelium.runtime.spec import SolverSpec, search_from_record, search_record
+
+    spec = SearchSpec(group_gap=1, min_op_prob=0.1, tail_templates=("AVG",))
+    assert search_record(spec) == asdict(spec)  # mycelium.json and the manifest: all settings
+    assert search_record(spec, changed_only=True) == {  # coverage.json: the changed ones
+        "group_gap": 1, "min_op_prob": 0.1, "tail_templates": ("AVG",)}
+    assert search_record(SearchSpec(), changed_only=True) == {}
+    for record in (search_record(spec), search_record(spec, changed_only=True)):
+        assert search_from_record(json.loads(json.dumps(record))) == spec
+    assert SolverSpec(search=spec).to_dict()["search"] == search_record(spec)
+    assert SolverSpec.from_dict(json.loads(json.dumps(SolverSpec(search=spec).to_dict()))
+                                ).search == spec
+    for bad in ({"ops_per_group": 0}, {"nope": 1}, {"min_op_prob": 1.5}):
+        with pytest.raises((TypeError, ValueError)):
+            search_from_record(bad)

@@ -209,10 +209,10 @@ def test_export_and_serve_a_span_group_classifier(checkpoint: Path, exports, pre
     # solving tries each group's top operations by the PyTorch classifier
     gold = [Span(a, b, QUESTION[a:b], Fraction(QUESTION[a:b])) for a, b in SPANS]
     [result] = solver.solve([QUESTION], spans=[gold], trace=True)
-    assert result.trace is not None and result.trace["variants"]
+    assert result.trace is not None and result.trace.variants
     k = solver.spec.search.ops_per_group
     if precision == "fp32":
-        for group, variants in result.trace["variants"].items():
+        for group, variants in result.trace.variants.items():
             members = group_tokens(span_tokens(framed.offsets, SPANS), [list(group)])
             logits = _torch_logits(model, [GroupedProblem(framed.ids, members)])[0, 0]
             top = {OPERATIONS[i] for i in np.argsort(-logits)[:k]}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_replays
 
-from mycelium.executor import Arg, ExecutionResult, Step, execute
+from mycelium.executor import Arg, ExecutionResult, Step, execute, format_fraction
 from mycelium.runtime.errors import ArtifactsError
 from mycelium.runtime.spec import SolverSpec
 from mycelium.runtime.verifier import (
@@ -199,8 +200,22 @@ def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_exp
     solver = Solver.load(artifacts, "cpu")
     assert solver.spec.answer_scorer is not None
     assert solver.spec.answer_scorer.weights[FEATURES.index("answer_is_other_intermediate")] < 0
-    results = solver.solve(["Tom has 3 apples and buys 4 more. How many?"], ids=["a"])
-    assert results[0].id == "a" and (results[0].answer is None) == (results[0].error is not None)
+    results = solver.solve(["Tom has 3 apples and buys 4 more. How many?"], ids=["a"],
+                           trace=True)
+    assert results[0].id == "a"
+    assert_replays(results[0].to_record())
+    trace = results[0].trace
+    assert trace is not None and len(trace.candidate_features) == len(trace.valid_values)
+    # the learned scorer picked the answer: the value its logits pool most for, and its share
+    if results[0].error is None:
+        from mycelium.runtime.scorer import pick_index
+
+        logits = solver.spec.answer_scorer.logits(trace.candidate_features)
+        index, share = pick_index(trace.valid_values, logits)
+        assert results[0].answer_exact == format_fraction(trace.valid_values[index])
+        assert results[0].confidence == pytest.approx(share)
+    else:
+        assert trace.valid_values == []
     assert solver.spec.search.group_gap == 0  # no --search: the manifest's search is kept
     # with --search, the candidates' search is stored next to the scorer fitted on them
     result = CliRunner().invoke(train_main, [
@@ -208,6 +223,26 @@ def test_scorer_command_writes_a_scorer_the_solver_uses(tmp_path: Path, fp32_exp
         "--search", "group_gap=1", "--write", "--folds", "0"])
     assert result.exit_code == 0, result.output
     assert Solver.load(artifacts, "cpu").spec.search.group_gap == 1
+
+
+def test_store_scorer_validates_the_manifest_before_writing(tmp_path: Path,
+                                                            fp32_export) -> None:
+    from mycelium.runtime.manifest import MANIFEST_NAME
+    from mycelium.runtime.spec import SearchSpec
+    from mycelium.train.scorer_command import store_scorer
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(fp32_export.output, artifacts)
+    before = (artifacts / MANIFEST_NAME).read_bytes()
+    scorer = fit([_problem(i, gold_first=i % 5 == 0) for i in range(40)])
+    with pytest.raises(ArtifactsError, match="min_op_prob"):
+        store_scorer(artifacts, scorer, SearchSpec(min_op_prob=1.5))  # would not load
+    assert (artifacts / MANIFEST_NAME).read_bytes() == before
+    store_scorer(artifacts, scorer, SearchSpec(group_gap=1))
+    stored = json.loads((artifacts / MANIFEST_NAME).read_text())["mycelium"]
+    spec = SolverSpec.from_dict(stored)
+    assert spec.answer_scorer == AnswerScorer.from_dict(scorer.to_dict())
+    assert spec.search == SearchSpec(group_gap=1)
 
 
 def _add_or_multiply(solver):  # noqa: ANN001, ANN202 - a test helper
@@ -242,10 +277,10 @@ def test_solver_ranks_by_the_learned_scorer(fp32_export) -> None:
         solver.spec = replace(solver.spec, answer_scorer=scorer)
         result = solver.choose("p", spans, sets, readings, trace=True)
         assert result.answer == answer and result.confidence > 0.99
-        assert len(result.trace["candidate_features"]) == len(result.trace["valid_values"])
-        programs = result.trace["candidate_programs"]
+        assert len(result.trace.candidate_features) == len(result.trace.valid_values)
+        programs = result.trace.candidate_programs
         assert [program[-1]["result"] for program in programs] == [
-            str(value) for value in result.trace["valid_values"]]
+            str(value) for value in result.trace.valid_values]
     # the same preference from a hidden unit alone (a ReLU of the magnitude, weighed by out)
     from mycelium.runtime.verifier import HiddenLayer
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mycelium.runtime.search import UsedSet, unique_groups
-from mycelium.runtime.spec import DEFAULT_CONSTANTS, REJECT, SearchSpec
+from mycelium.runtime.spec import DEFAULT_CONSTANTS, REJECT, SearchSpec, search_record
 
 from .align import Derivation, derive
 from .tokenizer import ARG_TOKENS, DEFAULT_VOCAB_SIZE, spans_align, train_tokenizer
@@ -264,8 +263,7 @@ def build(
         "unreachable_steps": unreachable_steps,
         "reject_groups": reject_groups,
         "reject_flips": reject_flips,
-        "search": {name: value for name, value in asdict(search).items()
-                   if value != getattr(SearchSpec(), name)},  # the structure, where not default
+        "search": search_record(search, changed_only=True),  # the structure, where not default
         "splits": {split: _finish(stats[split]) for split in SPLITS},
         "tokenizer": {
             "vocab_size": tokenizer.get_vocab_size(),

@@ -21,6 +21,7 @@ import numpy as np
 from mycelium.executor import format_fraction
 from mycelium.executor.numbers import parse_number
 from mycelium.runtime.diagnose import gold_value
+from mycelium.runtime.results import SolveTrace
 from mycelium.runtime.scorer import pick_index
 from mycelium.runtime.verifier import FEATURES, AnswerScorer, HiddenLayer
 
@@ -84,10 +85,10 @@ def collect(
         chunk = rows[start : start + batch_size]
         results = solver.solve([q for _, q, _ in chunk], [n for n, _, _ in chunk], trace=True)
         for (number, _, gold), result in zip(chunk, results, strict=True):
-            trace = result.trace or {}
+            trace = result.trace if result.trace is not None else SolveTrace()
             out.append(ProblemCandidates(
-                number, trace.get("candidate_features", []), trace.get("valid_values", []), gold,
-                [render_program(p) for p in trace.get("candidate_programs", [])],
+                number, trace.candidate_features, trace.valid_values, gold,
+                [render_program(p) for p in trace.candidate_programs],
             ))
         if (start // batch_size) % 50 == 0:
             log(f"solved {start + len(chunk)}/{len(rows)}")

@@ -5,14 +5,14 @@ them in the artifacts' manifest."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mycelium.runtime.calibration import ConfidenceCalibration
 from mycelium.runtime.manifest import load_manifest, write_manifest
 from mycelium.runtime.solver import Solver
-from mycelium.runtime.spec import SearchSpec
+from mycelium.runtime.spec import SearchSpec, search_record
 from mycelium.runtime.verifier import AnswerScorer
 
 from .confidence import calibration_figures, fit_calibration, picks
@@ -50,16 +50,18 @@ def store_scorer(artifacts: Path, scorer: AnswerScorer,
     ``search`` (the settings its candidates were collected under) as ``mycelium.search``:
     a scorer serves the search it was fitted on. ``calibration`` (fitted on this scorer's
     held-out picks) becomes ``mycelium.confidence_calibration``; without one, a stored
-    calibration (of an earlier scorer) is removed."""
+    calibration (of an earlier scorer) is removed. The updated section is validated as the
+    runtime loads it (``Manifest.with_mycelium``): nothing is written when it would not
+    load."""
     manifest = load_manifest(artifacts, verify=False)
-    manifest.mycelium["answer_scorer"] = scorer.to_dict()
+    mycelium = {**manifest.mycelium, "answer_scorer": scorer.to_dict()}
     if calibration is not None:
-        manifest.mycelium["confidence_calibration"] = calibration.to_dict()
+        mycelium["confidence_calibration"] = calibration.to_dict()
     else:
-        manifest.mycelium.pop("confidence_calibration", None)
+        mycelium.pop("confidence_calibration", None)
     if search is not None:
-        manifest.mycelium["search"] = asdict(search)
-    return write_manifest(manifest, artifacts)
+        mycelium["search"] = search_record(search)
+    return write_manifest(manifest.with_mycelium(mycelium), artifacts)
 
 
 def fit_scorer_command(

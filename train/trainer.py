@@ -22,7 +22,13 @@ from typing import Any
 import torch
 
 from mycelium.runtime.manifest import MODEL_NAMES
-from mycelium.runtime.spec import MARKED_TEMPLATES, SearchSpec, SolverSpec, fit_answer_prior
+from mycelium.runtime.spec import (
+    MARKED_TEMPLATES,
+    SearchSpec,
+    SolverSpec,
+    fit_answer_prior,
+    search_from_record,
+)
 
 from .config import FitConfig
 from .factory import build_model
@@ -67,8 +73,7 @@ def data_search(data: Path) -> SearchSpec:
     --search``, recorded in its coverage.json), which the checkpoint then serves with."""
     coverage = Path(data) / "coverage.json"
     settings = json.loads(coverage.read_text()).get("search", {}) if coverage.is_file() else {}
-    return replace(SearchSpec(), **{key: tuple(value) if isinstance(value, list) else value
-                                    for key, value in settings.items()})
+    return search_from_record(settings)
 
 
 def _load_tasks(data: Path, config: FitConfig, vocabs: dict[str, Vocab], spec: SolverSpec,

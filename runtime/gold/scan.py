@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 # the number words are the runtime's lexicon (one source): units, tens and scales
-from ..quantities import _SCALES, _TENS, _UNITS, parse_quantity
+from ..quantities import SCALES, TENS, UNITS, parse_quantity
 
 LEADING_PUNCTUATION = "([{\"'“‘«"
 TRAILING_PUNCTUATION = ",.?!):;]}\"'”’»…"
@@ -102,11 +102,11 @@ def pieces(text: str) -> list[tuple[int, int]]:
 
 
 def _kind(token: str) -> str:
-    if token in _UNITS:
+    if token in UNITS:
         return "unit"
-    if token in _TENS:
+    if token in TENS:
         return "tens"
-    if token in _SCALES:
+    if token in SCALES:
         return "scale"
     if token in ("and", "dozen"):
         return token
