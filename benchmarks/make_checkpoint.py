@@ -2,10 +2,11 @@
 
     python -m benchmarks.make_checkpoint --shape tiny|qwen2.5-0.5b -o DIR [--seed N]
 
-The three specialists get random weights (``torch.manual_seed``) in the chosen
-shape, and a small byte-level BPE tokenizer trained in-process on synthetic
-sentences (no download) with the special tokens of mycelium.json. Used by the
-exporter's tests and by the benchmarks of the real model size.
+The three specialists are built by the trainer's constructors (``mycelium.train.models``)
+with random weights (``torch.manual_seed``) in the chosen shape, and share the trainer's
+byte-level BPE recipe (``mycelium.train.tokenizer``) trained in-process on synthetic
+sentences (no download). Used by the exporter's tests and by the benchmarks of the real
+model size.
 """
 
 from __future__ import annotations
@@ -67,64 +68,23 @@ def synthetic_corpus(count: int = 400, seed: int = 0) -> list[str]:
 
 
 def train_tokenizer(vocab_size: int, seed: int = 0):
-    """A byte-level BPE (digits split one by one) with mycelium.json's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """The trainer's byte-level BPE (``mycelium.train.tokenizer``: mycelium.json's special
+    tokens, the argument and operation tokens) trained on the synthetic corpus."""
+    from mycelium.train.tokenizer import train_tokenizer as train_bpe
 
-    specials = list(SPECIAL_TOKENS.values())
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(synthetic_corpus(seed=seed), trainer=trainer)
-    tokenizer.add_special_tokens(specials)
-    return tokenizer
-
-
-def _config(shape: Shape, vocab_size: int, token_ids: dict[str, int], **extra):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=shape.vocab_size or vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=shape.max_position_embeddings,
-        rope_theta=shape.rope_theta,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
-        pad_token_id=token_ids["pad"],
-        eos_token_id=token_ids["eos"],
-        bos_token_id=None,
-        **extra,
-    )
-
-
-def _labels(names: tuple[str, ...]) -> dict[str, dict]:
-    return {
-        "id2label": dict(enumerate(names)),
-        "label2id": {name: index for index, name in enumerate(names)},
-    }
+    return train_bpe(synthetic_corpus(seed=seed), vocab_size)
 
 
 def make_checkpoint(shape: str, out: Path, seed: int = 0) -> Path:
     """Write a random checkpoint of the named shape into ``out``; returns ``out``."""
     import torch
-    from transformers import (
-        Qwen2ForCausalLM,
-        Qwen2ForSequenceClassification,
-        Qwen2ForTokenClassification,
+
+    from mycelium.train.models import (
+        BackboneSize,
+        TokenIds,
+        build_classifier,
+        build_extractor,
+        build_segmenter,
     )
 
     if shape not in SHAPES:
@@ -133,16 +93,22 @@ def make_checkpoint(shape: str, out: Path, seed: int = 0) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(dims.tokenizer_vocab, seed=seed)
-    token_ids = {name: tokenizer.token_to_id(token) for name, token in SPECIAL_TOKENS.items()}
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-    models = (
-        ("segmenter", Qwen2ForTokenClassification, _labels(SEGMENTER_LABELS)),
-        ("classifier", Qwen2ForSequenceClassification, _labels(OPERATIONS)),
-        ("extractor", Qwen2ForCausalLM, {}),
+    size = BackboneSize(dims.hidden_size, dims.num_hidden_layers, dims.num_attention_heads,
+                        dims.num_key_value_heads, dims.intermediate_size,
+                        dims.max_position_embeddings)
+    tokens = TokenIds(tokenizer.token_to_id(SPECIAL_TOKENS["pad"]),
+                      tokenizer.token_to_id(SPECIAL_TOKENS["eos"]),
+                      dims.vocab_size or tokenizer.get_vocab_size(with_added_tokens=True))
+    builders = (
+        ("segmenter", lambda: build_segmenter(size, tokens, SEGMENTER_LABELS,
+                                              rope_theta=dims.rope_theta)),
+        ("classifier", lambda: build_classifier(size, tokens, OPERATIONS,
+                                                rope_theta=dims.rope_theta)),
+        ("extractor", lambda: build_extractor(size, tokens, rope_theta=dims.rope_theta)),
     )
-    for offset, (name, cls, extra) in enumerate(models):
+    for offset, (name, build) in enumerate(builders):
         torch.manual_seed(seed + offset)
-        model = cls(_config(dims, vocab, token_ids, **extra)).eval()
+        model = build().eval()
         folder = out / name
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save(str(folder / "tokenizer.json"))

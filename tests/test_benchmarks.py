@@ -74,15 +74,28 @@ def test_torch_runners_match_onnx(tiny_checkpoint: Path, fp32_export) -> None:
     assert eager.stats.tokens == onnx.stats.tokens
 
 
-def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path) -> None:
+QUICK_LIMIT = 2
+
+
+def _quick(problems_file: Path, checkpoint: Path, artifacts: Path, out: Path) -> list[str]:
+    """A quick run's options, on the session's tiny checkpoint and its export (not made
+    again), with the fewest problems and tokens that still exercise every field: two
+    problems (gold from `gold` and from a GSM8K `answer`), one timed alone, 8 CoT tokens."""
+    return ["--quick", "--data", str(problems_file), "--checkpoint", str(checkpoint),
+            "--artifacts", str(artifacts), "--limit", str(QUICK_LIMIT), "--latency-limit", "1",
+            "--cot-tokens", "8", "--out", str(out)]
+
+
+def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path,
+                                             tiny_checkpoint: Path, fp32_export) -> None:
     from click.testing import CliRunner
 
     from benchmarks.run import main
 
     out = tmp_path / "bench"
     result = CliRunner().invoke(
-        main, ["--quick", "--data", str(problems_file), "--baselines", "torch,cot",
-               "--out", str(out)],
+        main, [*_quick(problems_file, tiny_checkpoint, fp32_export.output, out),
+               "--baselines", "torch,cot"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -91,11 +104,11 @@ def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path
         assert isinstance(report[name], types) and not isinstance(report[name], bool), name
     for name in (*BASELINE_FIELDS["torch"], *BASELINE_FIELDS["cot"]):
         assert isinstance(report[name], float) and report[name] > 0, name
-    assert report["problems"] == len(PROBLEMS)
+    assert report["problems"] == QUICK_LIMIT and report["config"]["quick"] is True
     assert report["problems_per_second"] > 0 and report["peak_rss_mb"] > 0
     assert 0 < report["latency_ms_p50"] <= report["latency_ms_p95"]
     assert isinstance(report["accuracy"], float) and 0.0 <= report["accuracy"] <= 1.0
-    assert report["accuracy_detail"]["with_gold"] == 3
+    assert report["accuracy_detail"]["with_gold"] == QUICK_LIMIT
     assert set(report["stage_seconds"]) == set(STAGES)
     assert all(isinstance(v, float) for v in report["stage_seconds"].values())
     assert {"segmenter", "classifier", "extractor", "total"} <= set(report["tokens_per_problem"])
@@ -109,7 +122,7 @@ def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path
 
 
 def test_failed_baseline_is_reported_not_fatal(
-    tmp_path: Path, problems_file: Path, monkeypatch
+    tmp_path: Path, problems_file: Path, monkeypatch, tiny_checkpoint: Path, fp32_export
 ) -> None:
     from click.testing import CliRunner
 
@@ -125,8 +138,8 @@ def test_failed_baseline_is_reported_not_fatal(
     monkeypatch.setattr(bench, "run_worker", failing_torch)
     out = tmp_path / "bench"
     result = CliRunner().invoke(
-        bench.main, ["--quick", "--data", str(problems_file), "--baselines", "torch",
-                     "--out", str(out)],
+        bench.main, [*_quick(problems_file, tiny_checkpoint, fp32_export.output, out),
+                     "--baselines", "torch"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))

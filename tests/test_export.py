@@ -136,7 +136,11 @@ def test_manifest_contents(fp32_export, tiny_checkpoint: Path) -> None:
     assert seg.outputs[0].shape == ("batch", "seq", 5)
     past = [f"past_key_values.{i}.{p}" for i in range(2) for p in ("key", "value")]
     present = [f"present.{i}.{p}" for i in range(2) for p in ("key", "value")]
-    for spec, width in ((cls, 4), (ext, 512)):
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tiny_checkpoint / "extractor" / "tokenizer.json")
+                                ).get_vocab_size(with_added_tokens=True)
+    for spec, width in ((cls, 4), (ext, vocab)):
         assert [t.name for t in spec.inputs] == ["input_ids", "attention_mask", "position_ids",
                                                  *past]
         assert [t.name for t in spec.outputs] == ["logits", *present]
@@ -145,8 +149,6 @@ def test_manifest_contents(fp32_export, tiny_checkpoint: Path) -> None:
         assert spec.outputs[1].shape == ("batch", 2, "total_seq", 16)
         kv = spec.kv_cache
         assert (kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype) == (2, 2, 16, "float32")
-    from tokenizers import Tokenizer
-
     for name, spec in manifest.models.items():
         assert spec.file == f"{name}.onnx" and spec.tokenizer == f"{name}.tokenizer.json"
         assert spec.architecture == "qwen2"

@@ -13,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
     Qwen2ForCausalLM,
     Qwen2ForSequenceClassification,
@@ -23,7 +22,6 @@ from transformers import (  # noqa: E402
 from mycelium.runtime.spec import (  # noqa: E402
     MARKED_TEMPLATES,
     REJECT,
-    SPECIAL_TOKENS,
     SearchSpec,
     SolverSpec,
     fit_answer_prior,
@@ -46,6 +44,7 @@ from mycelium.train.models import (  # noqa: E402
     parameter_count,
 )
 from mycelium.train.tasks import ClassifierTask, ExtractorTask, packed_logits, reject_class_weights  # noqa: E402
+from mycelium.train.tokenizer import train_tokenizer  # noqa: E402
 from mycelium.train.trainer import data_search, fit, train_answers  # noqa: E402
 from mycelium.train.vocab import Vocab  # noqa: E402
 
@@ -95,17 +94,7 @@ def write_data(folder: Path, n_train: int = 24, n_dev: int = 6, seed: int = 0) -
                        ("problems", problems)):
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
-    specials = list(SPECIAL_TOKENS.values())
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    bpe = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
-                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(corpus, trainer=bpe)
-    tokenizer.save(str(folder / "tokenizer.json"))
+    train_tokenizer(corpus, vocab_size=300).save(str(folder / "tokenizer.json"))
     return folder
 
 

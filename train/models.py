@@ -59,37 +59,38 @@ class TokenIds:
 
 
 def backbone_config(size: BackboneSize | str, tokens: TokenIds, **extra: object) -> Qwen2Config:
-    """A Qwen2 config of the given size (fp32, tied embeddings, no sliding window)."""
+    """A Qwen2 config of the given size (fp32, tied embeddings, no sliding window);
+    ``extra`` adds settings (the heads' labels) or overrides these (e.g. ``rope_theta``)."""
     if isinstance(size, str):
         size = SIZES[size]
-    return Qwen2Config(
-        vocab_size=tokens.vocab_size,
-        hidden_size=size.hidden_size,
-        intermediate_size=size.intermediate_size,
-        num_hidden_layers=size.num_hidden_layers,
-        num_attention_heads=size.num_attention_heads,
-        num_key_value_heads=size.num_key_value_heads,
-        head_dim=size.head_dim,
-        max_position_embeddings=size.max_position_embeddings,
-        rope_theta=10000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
-        attention_dropout=0.0,
-        initializer_range=0.02,
-        pad_token_id=tokens.pad,
-        eos_token_id=tokens.eos,
-        bos_token_id=None,
-        torch_dtype="float32",
-        **extra,
-    )
+    settings: dict[str, object] = {
+        "vocab_size": tokens.vocab_size,
+        "hidden_size": size.hidden_size,
+        "intermediate_size": size.intermediate_size,
+        "num_hidden_layers": size.num_hidden_layers,
+        "num_attention_heads": size.num_attention_heads,
+        "num_key_value_heads": size.num_key_value_heads,
+        "head_dim": size.head_dim,
+        "max_position_embeddings": size.max_position_embeddings,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "pad_token_id": tokens.pad,
+        "eos_token_id": tokens.eos,
+        "bos_token_id": None,
+        "torch_dtype": "float32",
+    }
+    return Qwen2Config(**{**settings, **extra})
 
 
 def build_segmenter(size: BackboneSize | str, tokens: TokenIds,
-                    labels: tuple[str, ...]) -> Qwen2ForTokenClassification:
-    """C1: BIO token classifier."""
+                    labels: tuple[str, ...], **extra: object) -> Qwen2ForTokenClassification:
+    """C1: BIO token classifier (``extra``: as :func:`backbone_config`)."""
     config = backbone_config(
-        size, tokens,
+        size, tokens, **extra,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
@@ -98,10 +99,12 @@ def build_segmenter(size: BackboneSize | str, tokens: TokenIds,
 
 
 def build_classifier(size: BackboneSize | str, tokens: TokenIds,
-                     operations: tuple[str, ...]) -> Qwen2ForSequenceClassification:
-    """C2: operation classifier read at the last real token (pad_token_id set)."""
+                     operations: tuple[str, ...], **extra: object
+                     ) -> Qwen2ForSequenceClassification:
+    """C2: operation classifier read at the last real token (pad_token_id set;
+    ``extra``: as :func:`backbone_config`)."""
     config = backbone_config(
-        size, tokens,
+        size, tokens, **extra,
         num_labels=len(operations),
         id2label=dict(enumerate(operations)),
         label2id={name: i for i, name in enumerate(operations)},
@@ -111,9 +114,10 @@ def build_classifier(size: BackboneSize | str, tokens: TokenIds,
 
 
 def build_extractor(size: BackboneSize | str, tokens: TokenIds,
-                    max_new_tokens: int = 12) -> Qwen2ForCausalLM:
-    """C3: causal LM writing the arguments then ``<eos>``."""
-    model = Qwen2ForCausalLM(backbone_config(size, tokens))
+                    max_new_tokens: int = 12, **extra: object) -> Qwen2ForCausalLM:
+    """C3: causal LM writing the arguments then ``<eos>`` (``extra``: as
+    :func:`backbone_config`)."""
+    model = Qwen2ForCausalLM(backbone_config(size, tokens, **extra))
     model.generation_config = GenerationConfig(
         eos_token_id=tokens.eos, pad_token_id=tokens.pad, max_new_tokens=max_new_tokens,
         do_sample=False,
