@@ -56,7 +56,7 @@ class Writer:
 
     @torch.no_grad()
     def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
-              max_chars: int = 120) -> list[list[tuple[Fraction, float, str]]]:
+              max_chars: int = 90) -> list[list[tuple[Fraction, float, str]]]:
         """Per problem, its finished valid programs: (answer, log-probability, text), best
         first. All problems' beams advance together, one character per step (a character
         the executor writes is fed like any other, with no choice and no score)."""
@@ -101,12 +101,13 @@ class Writer:
                     rows.append(row)
                     feed.append(self.ids[self.symbols.index(char)])
                     taken += 1
-            # a problem stops once `width` programs are done and no live beam is better
+            # a problem stops once no live beam can matter: its best is far below the best
+            # finished program, or below the width-th finished one (scores only fall)
             best = {}
             for n, score, *_ in kept:
                 best[n] = max(best.get(n, -math.inf), score)
-            keep = [i for i, (n, *_rest) in enumerate(kept)
-                    if len(done[n]) < width or best[n] > max(d[1] for d in done[n])]
+            keep = [i for i, (n, *_rest) in enumerate(kept) if not _settled(done[n], best[n],
+                                                                               width)]
             if not keep:
                 break
             kept = [kept[i] for i in keep]
@@ -116,6 +117,17 @@ class Writer:
             live = kept
             logp = self._logp(torch.tensor([feed[i] for i in keep])[:, None], mask, cache)
         return [sorted(d, key=lambda item: -item[1]) for d in done]
+
+
+def _settled(done: list[tuple[Fraction, float, str]], best_live: float, width: int,
+             margin: float = 3.0) -> bool:
+    """Whether a problem's search can stop: no live beam within ``margin`` nats of its best
+    finished program, or ``width`` finished programs all better than every live beam."""
+    if not done:
+        return False
+    scores = sorted((d[1] for d in done), reverse=True)
+    return best_live < scores[0] - margin or (len(scores) >= width
+                                               and best_live < scores[width - 1])
 
 
 def main() -> None:
