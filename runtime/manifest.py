@@ -91,7 +91,7 @@ class Manifest:
     precision: str  # "fp32" | "fp16" | "int8"
     models: dict[str, ModelSpec]
     # the checkpoint's mycelium.json (templates, grammar, ...), read by SolverSpec.from_dict;
-    # changed only through with_mycelium, which validates it the same way
+    # a writer changes it through with_mycelium (validated the same way), never in place
     mycelium: dict[str, Any]
     parity: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)

@@ -146,7 +146,8 @@ def search_record(search: SearchSpec, *, changed_only: bool = False) -> dict[str
     setting) and, after ``mycelium-train scorer --write --search``, the artifacts manifest's
     ``mycelium.search`` (every setting, those the scorer's candidates were collected under).
     The trainer copies coverage.json's into mycelium.json, the exporter copies mycelium.json
-    verbatim into the manifest, and only the manifest's is served: it is authoritative.
+    verbatim into the manifest, and the runtime reads only the manifest's: it is
+    authoritative (``mycelium-rt --search`` overrides it for one run, never stored).
     """
     record = asdict(search)
     if changed_only:
