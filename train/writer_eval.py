@@ -20,6 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from mycelium.executor.numbers import parse_number
+from mycelium.runtime.compare import compare_reports
 from mycelium.runtime.diagnose import gold_value
 from mycelium.runtime.solver import Solver
 from mycelium.runtime.spec import DEFAULT_CONSTANTS
@@ -140,6 +141,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="problems decoded together")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="per-problem JSONL")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a `mycelium-rt diagnose` report of the same problems: paired "
+                             "comparison (gained, lost, exact McNemar p)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     writer = Writer(args.run)
@@ -148,6 +152,7 @@ def main() -> None:
     rows = [(n, r) for n, r in read_problems(args.data) if split_of(n) == "dev"]
     rows = rows[: args.limit] if args.limit else rows
     counts = defaultdict(int)
+    verdicts: list[tuple[int, bool]] = []
     sink = args.out.open("w") if args.out else None
     started = time.time()
     for at in range(0, len(rows), args.batch):
@@ -167,6 +172,7 @@ def main() -> None:
             counts["pooled"] += pick == gold
             counts["ORACLE gold in beam"] += gold in mass
             counts["no valid program"] += not finished
+            verdicts.append((number, pick == gold))
             if sink:
                 sink.write(json.dumps({"id": number, "pick": str(pick), "gold": str(gold),
                                        "right": pick == gold, "share": (
@@ -176,6 +182,18 @@ def main() -> None:
                 sink.flush()
         rate = counts["problems"] / (time.time() - started)
         print(json.dumps({**counts, "problems/s": round(rate, 2)}), flush=True)
+    if args.baseline:
+        report = {"problems": [{"id": number, "stage": "correct" if right else "wrong"}
+                               for number, right in verdicts]}
+        print(json.dumps(compare_reports(json.loads(args.baseline.read_text()), report)))
+
+
+def compare_only(answers: Path, baseline: Path) -> dict:
+    """The paired comparison of a finished run's per-problem JSONL with a diagnose report."""
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    report = {"problems": [{"id": r["id"], "stage": "correct" if r["right"] else "wrong"}
+                           for r in rows]}
+    return compare_reports(json.loads(baseline.read_text()), report)
 
 
 if __name__ == "__main__":
