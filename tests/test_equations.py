@@ -8,7 +8,7 @@ from fractions import Fraction as F
 import pytest
 
 from mycelium.executor import Arg
-from mycelium.train.equations import (
+from mycelium.runtime.equations import (
     END,
     Sources,
     WriterState,
