@@ -24,6 +24,7 @@ from mycelium.runtime.compare import compare_reports
 from mycelium.runtime.diagnose import gold_value
 from mycelium.runtime.solver import Solver
 from mycelium.runtime.spec import DEFAULT_CONSTANTS
+from mycelium.runtime.writer import settled as _settled
 
 from .data import read_problems, split_of
 from .equations import ALPHABET, END, Sources, WriterState, advance, allowed, finish
@@ -118,17 +119,6 @@ class Writer:
             live = kept
             logp = self._logp(torch.tensor([feed[i] for i in keep])[:, None], mask, cache)
         return [sorted(d, key=lambda item: -item[1]) for d in done]
-
-
-def _settled(done: list[tuple[Fraction, float, str]], best_live: float, width: int,
-             margin: float = 3.0) -> bool:
-    """Whether a problem's search can stop: no live beam within ``margin`` nats of its best
-    finished program, or ``width`` finished programs all better than every live beam."""
-    if not done:
-        return False
-    scores = sorted((d[1] for d in done), reverse=True)
-    return best_live < scores[0] - margin or (len(scores) >= width
-                                               and best_live < scores[width - 1])
 
 
 def main() -> None:
