@@ -145,6 +145,7 @@ def ray_scale(questions: list[str], workers: list[int]) -> list[dict]:
             rows.append({"engine": name, "problems": len(lines),
                          "problems_per_second": round(len(lines) / wall, 2),
                          "wall_s_with_startup": round(wall, 1)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

@@ -120,7 +120,9 @@ def solve_jsonl(source: str, sink, artifacts: str | None = None, *, batch_size: 
     per non-empty line to the text stream ``sink``, in input order; the records written."""
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    solved = ray.data.read_text(source, drop_empty_lines=False).map_batches(
+    # reading is I/O: its tasks take no CPU slot, so N actors on N CPUs never starve it
+    solved = ray.data.read_text(source, drop_empty_lines=False,
+                                ray_remote_args={"num_cpus": 0}).map_batches(
         _SolveBatch, batch_size=batch_size, concurrency=concurrency, batch_format="numpy",
         num_cpus=num_cpus, num_gpus=num_gpus or None,
         fn_constructor_kwargs={"artifacts": artifacts, "provider": provider,
