@@ -196,3 +196,14 @@ def test_health_is_503_until_the_models_load() -> None:
             time.sleep(0.02)
         assert client.get("/health").json() == {"status": "ok"}
         assert client.post("/v1/solve", json={"problems": []}).json() == {"results": []}
+
+
+def test_a_client_that_leaves_does_not_stall_the_others(server: Server) -> None:
+    questions = [row["question"] for row in _examples()]
+    with pytest.raises(httpx.TimeoutException):  # gives up while its batch is being solved
+        httpx.post(f"{server.url}/v1/solve", timeout=0.05,
+                   json={"problems": [{"question": q} for q in questions * 3]})
+    response = server.solve([{"id": "after", "question": questions[0]}])
+    assert response.status_code == 200
+    assert [r["id"] for r in response.json()["results"]] == ["after"]
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
