@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -81,56 +82,74 @@ class OnnxWriter:
     def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
               max_chars: int = 90) -> list[list[Program]]:
         """Per problem, its finished valid programs: (answer, log-probability, text), best
-        first. All problems' beams advance together, one character per step (a character
-        the executor writes is fed like any other, with no choice and no score)."""
+        first (`grammar_beams` over this graph)."""
         prompts = [self.tokenizer.encode(self.spec.prompt.format(question=q)).ids
                    for q in questions]
         logits, state = self.runner.prefill(prompts)
-        logp = log_softmax(logits)
-        # a live beam: (problem, score, state, text, characters the executor still writes)
-        live = [(n, 0.0, WriterState(), "", "") for n in range(len(questions))]
-        done: list[list[Program]] = [[] for _ in questions]
-        for _ in range(max_chars):
-            options: list[list] = [[] for _ in questions]
-            for row, (n, score, grammar, text, pending) in enumerate(live):
-                if pending:
-                    options[n].append((score, row, None, text + pending[0], pending[1:],
-                                       pending[0]))
+        cache = {"state": state}
+
+        def step(rows: np.ndarray, feed: np.ndarray) -> np.ndarray:
+            logits, cache["state"] = self.runner.step(feed, cache["state"].take(rows))
+            return log_softmax(logits)
+
+        return grammar_beams(log_softmax(logits), step, sources, self.spec.alphabet,
+                             self.spec.char_ids, width, max_chars)
+
+
+def grammar_beams(logp: np.ndarray, step: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                  sources: list[Sources], alphabet: str, char_ids: tuple[int, ...],
+                  width: int = 8, max_chars: int = 90) -> list[list[Program]]:
+    """The beam search over the equation grammar, whatever runs the model.
+
+    ``logp`` (problems, classes): the head's log-probabilities after each problem's prompt;
+    ``step(rows, tokens)`` keeps the given rows of the model's state (in that order), feeds
+    one token to each and returns the next log-probabilities. All problems' beams advance
+    together, one character per step; a character the executor writes is fed like any
+    other, with no choice and no score. Returns per problem its finished valid programs,
+    best first."""
+    symbols = [*alphabet, END]
+    # a live beam: (problem, score, state, text, characters the executor still writes)
+    live = [(n, 0.0, WriterState(), "", "") for n in range(len(sources))]
+    done: list[list[Program]] = [[] for _ in sources]
+    for _ in range(max_chars):
+        options: list[list] = [[] for _ in sources]
+        for row, (n, score, grammar, text, pending) in enumerate(live):
+            if pending:
+                options[n].append((score, row, None, text + pending[0], pending[1:],
+                                   pending[0]))
+                continue
+            for char in allowed(grammar, sources[n]):
+                value = score + float(logp[row, symbols.index(char)])
+                options[n].append((value, row, grammar, text, "", char))
+        kept, rows, feed = [], [], []
+        for n, candidates in enumerate(options):
+            candidates.sort(key=lambda o: -o[0])
+            taken = 0
+            for score, row, grammar, text, pending, char in candidates:
+                if taken >= width:
+                    break
+                if char == END:
+                    answer = finish(grammar, sources[n])
+                    if answer is not None:
+                        done[n].append((answer, score, text))
                     continue
-                for char in allowed(grammar, sources[n]):
-                    value = score + float(logp[row, self.symbols.index(char)])
-                    options[n].append((value, row, grammar, text, "", char))
-            kept, rows, feed = [], [], []
-            for n, candidates in enumerate(options):
-                candidates.sort(key=lambda o: -o[0])
-                taken = 0
-                for score, row, grammar, text, pending, char in candidates:
-                    if taken >= width:
-                        break
-                    if char == END:
-                        answer = finish(grammar, sources[n])
-                        if answer is not None:
-                            done[n].append((answer, score, text))
+                if grammar is None:  # a written character: the beam moves on
+                    kept.append((n, score, live[row][2], text, pending))
+                else:
+                    moved = advance(grammar, char, sources[n])
+                    if moved is None:
                         continue
-                    if grammar is None:  # a written character: the beam moves on
-                        kept.append((n, score, live[row][2], text, pending))
-                    else:
-                        moved = advance(grammar, char, sources[n])
-                        if moved is None:
-                            continue
-                        kept.append((n, score, moved[0], text + char, moved[1]))
-                    rows.append(row)
-                    feed.append(self.spec.char_ids[self.symbols.index(char)])
-                    taken += 1
-            best: dict[int, float] = {}
-            for n, score, *_ in kept:
-                best[n] = max(best.get(n, -math.inf), score)
-            keep = [i for i, (n, *_rest) in enumerate(kept)
-                    if not settled(done[n], best[n], width)]
-            if not keep:
-                break
-            live = [kept[i] for i in keep]
-            state = state.take(np.array([rows[i] for i in keep], dtype=np.int64))
-            logits, state = self.runner.step(np.array([feed[i] for i in keep]), state)
-            logp = log_softmax(logits)
-        return [sorted(d, key=lambda item: -item[1]) for d in done]
+                    kept.append((n, score, moved[0], text + char, moved[1]))
+                rows.append(row)
+                feed.append(char_ids[symbols.index(char)])
+                taken += 1
+        best: dict[int, float] = {}
+        for n, score, *_ in kept:
+            best[n] = max(best.get(n, -math.inf), score)
+        keep = [i for i, (n, *_rest) in enumerate(kept) if not settled(done[n], best[n], width)]
+        if not keep:
+            break
+        live = [kept[i] for i in keep]
+        logp = step(np.array([rows[i] for i in keep], dtype=np.int64),
+                    np.array([feed[i] for i in keep], dtype=np.int64))
+    return [sorted(d, key=lambda item: -item[1]) for d in done]

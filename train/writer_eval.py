@@ -16,6 +16,7 @@ from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -24,10 +25,10 @@ from mycelium.runtime.compare import compare_reports
 from mycelium.runtime.diagnose import gold_value
 from mycelium.runtime.solver import Solver
 from mycelium.runtime.spec import DEFAULT_CONSTANTS
-from mycelium.runtime.writer import settled as _settled
+from mycelium.runtime.writer import grammar_beams
 
 from .data import read_problems, split_of
-from .equations import ALPHABET, END, Sources, WriterState, advance, allowed, finish
+from .equations import ALPHABET, Sources
 from .program_writer import PROMPT, TopLayers, WriterConfig, char_ids, load_base
 
 
@@ -42,7 +43,6 @@ class Writer:
         self.top = TopLayers(self.model, config.frozen_layers, self.ids)
         trained = torch.load(run / "writer.pt", weights_only=True)
         self.top.load_state_dict(trained, strict=False)
-        self.symbols = [*ALPHABET, END]
         self.model.to(torch.bfloat16)  # decoding reads every weight per step: half the bytes
 
     def _logp(self, tokens: torch.Tensor, mask: torch.Tensor, cache: DynamicCache
@@ -60,65 +60,23 @@ class Writer:
     def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
               max_chars: int = 90) -> list[list[tuple[Fraction, float, str]]]:
         """Per problem, its finished valid programs: (answer, log-probability, text), best
-        first. All problems' beams advance together, one character per step (a character
-        the executor writes is fed like any other, with no choice and no score)."""
+        first (`mycelium.runtime.writer.grammar_beams` over this PyTorch model)."""
         prompts = [self.tokenizer.encode(PROMPT.format(question=q)).ids for q in questions]
         longest = max(map(len, prompts))
         tokens = torch.tensor([[self.eos] * (longest - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
         cache = DynamicCache()
-        logp = self._logp(tokens, mask, cache)
-        # a live beam: (problem, score, state, text, characters the executor still writes)
-        live = [(n, 0.0, WriterState(), "", "") for n in range(len(questions))]
-        done: list[list[tuple[Fraction, float, str]]] = [[] for _ in questions]
-        for _ in range(max_chars):
-            options: list[list] = [[] for _ in questions]
-            for row, (n, score, state, text, pending) in enumerate(live):
-                if pending:
-                    options[n].append((score, row, None, text + pending[0], pending[1:],
-                                       pending[0]))
-                    continue
-                for char in allowed(state, sources[n]):
-                    value = score + float(logp[row, self.symbols.index(char)])
-                    options[n].append((value, row, state, text, "", char))
-            kept, rows, feed = [], [], []
-            for n, candidates in enumerate(options):
-                candidates.sort(key=lambda o: -o[0])
-                taken = 0
-                for score, row, state, text, pending, char in candidates:
-                    if taken >= width:
-                        break
-                    if char == END:
-                        answer = finish(state, sources[n])
-                        if answer is not None:
-                            done[n].append((answer, score, text))
-                        continue
-                    if state is None:  # a written character: the beam moves on
-                        kept.append((n, score, live[row][2], text, pending))
-                    else:
-                        moved = advance(state, char, sources[n])
-                        if moved is None:
-                            continue
-                        kept.append((n, score, moved[0], text + char, moved[1]))
-                    rows.append(row)
-                    feed.append(self.ids[self.symbols.index(char)])
-                    taken += 1
-            # a problem stops once no live beam can matter: its best is far below the best
-            # finished program, or below the width-th finished one (scores only fall)
-            best = {}
-            for n, score, *_ in kept:
-                best[n] = max(best.get(n, -math.inf), score)
-            keep = [i for i, (n, *_rest) in enumerate(kept) if not _settled(done[n], best[n],
-                                                                               width)]
-            if not keep:
-                break
-            kept = [kept[i] for i in keep]
-            index = torch.tensor([rows[i] for i in keep])
+        masks = {"mask": mask}
+
+        def step(rows: np.ndarray, feed: np.ndarray) -> np.ndarray:
+            index = torch.from_numpy(rows)
             cache.reorder_cache(index)
-            mask = torch.cat([mask[index], torch.ones(len(keep), 1, dtype=mask.dtype)], 1)
-            live = kept
-            logp = self._logp(torch.tensor([feed[i] for i in keep])[:, None], mask, cache)
-        return [sorted(d, key=lambda item: -item[1]) for d in done]
+            masks["mask"] = torch.cat([masks["mask"][index],
+                                       torch.ones(len(rows), 1, dtype=mask.dtype)], 1)
+            return self._logp(torch.from_numpy(feed)[:, None], masks["mask"], cache).numpy()
+
+        return grammar_beams(self._logp(tokens, mask, cache).numpy(), step, sources, ALPHABET,
+                             tuple(self.ids), width, max_chars)
 
 
 def main() -> None:
