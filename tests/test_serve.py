@@ -207,3 +207,11 @@ def test_a_client_that_leaves_does_not_stall_the_others(server: Server) -> None:
     assert response.status_code == 200
     assert [r["id"] for r in response.json()["results"]] == ["after"]
     assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_artifacts_that_do_not_load_end_the_server_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, "-c", START, "serve", "--port", "0",
+                           "--artifacts", str(missing)], capture_output=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == f"Error: artifacts: folder not found: {missing}"
