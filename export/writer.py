@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from mycelium.runtime.equations import ALPHABET
+from mycelium.runtime.equations import ALPHABET, char_ids
 from mycelium.runtime.writer import WRITER_FILE, OnnxWriter
 
 from .errors import ExportError, ParityError
@@ -36,15 +36,11 @@ PROMPTS = ("Tom has 3 apples and buys 5 more. How many apples does he have?",
 CONTINUATION = "3+5=8\n8*2"  # program characters fed one at a time after each prompt
 
 
-def char_ids(tokenizer, alphabet: str = ALPHABET) -> list[int]:
-    """The base vocabulary's id of each grammar character (each must be one token)."""
-    ids = []
-    for char in alphabet:
-        encoded = tokenizer.encode(char, add_special_tokens=False).ids
-        if len(encoded) != 1:
-            raise ExportError(f"{char!r} is not one token of the base vocabulary")
-        ids.append(encoded[0])
-    return ids
+def _char_ids(tokenizer, alphabet: str) -> list[int]:
+    try:
+        return char_ids(tokenizer, alphabet)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def load_writer(run: Path):
@@ -149,7 +145,7 @@ def export_writer(run: Path, out: Path, precision: str = "fp32", opset: int = DE
     shutil.copyfile(base / "tokenizer.json", out / "tokenizer.json")
     spec = {"graph": files[0], "tokenizer": "tokenizer.json", "alphabet": alphabet,
             "prompt": config["prompt"], "eos_id": eos,
-            "char_ids": [*char_ids(tokenizer, alphabet), eos], "num_layers": layers,
+            "char_ids": [*_char_ids(tokenizer, alphabet), eos], "num_layers": layers,
             "num_kv_heads": kv_heads, "head_dim": head_dim, "dtype": "float32",
             "precision": precision, "files": files}
     (out / WRITER_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")

@@ -137,3 +137,16 @@ def finish(state: WriterState, sources: Sources) -> Fraction | None:
     run = execute(state.steps, sources.quantities, constants=sources.constants,
                   connected=True)
     return run.value if run.ok else None
+
+
+def char_ids(tokenizer, alphabet: str = ALPHABET) -> list[int]:
+    """The id of each grammar character in a `tokenizers.Tokenizer` vocabulary; a
+    ValueError names a character that is not exactly one token."""
+    ids = []
+    for char in alphabet:
+        encoded = tokenizer.encode(char, add_special_tokens=False).ids
+        if len(encoded) != 1:
+            raise ValueError(f"{char!r} is not one token of the base vocabulary")
+        ids.append(encoded[0])
+    return ids
+

@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mycelium.executor import Arg, execute
+from mycelium.executor import execute
 from mycelium.executor.numbers import parse_number
 from mycelium.executor.program import Step
+from mycelium.runtime.equations import char_ids
+from mycelium.runtime.grammar import parse_arg
 from mycelium.runtime.spec import DEFAULT_CONSTANTS
 
 from .equations import ALPHABET, OPERATORS, Equations, write_equations
@@ -62,7 +64,7 @@ def read_examples(problems: Path, split: str) -> list[dict]:
                 or any(step["op"] not in OPERATORS for step in program)):
             continue
         quantities = [parse_number(span["value"]) for span in record["spans"]]
-        steps = tuple(Step(s["op"], tuple(_arg(a) for a in s["args"])) for s in program)
+        steps = tuple(Step(s["op"], tuple(parse_arg(a) for a in s["args"])) for s in program)
         run = execute(steps, quantities, constants=constants)
         if not run.ok:
             continue
@@ -73,32 +75,11 @@ def read_examples(problems: Path, split: str) -> list[dict]:
     return rows
 
 
-def _arg(text: str) -> Arg:
-    if text[0] == "Q":
-        return Arg.quantity(int(text[1:]))
-    if text[0] == "R":
-        return Arg.result(int(text[1:]))
-    return Arg.constant(parse_number(text[1:]))
-
-
-def char_ids(tokenizer) -> list[int]:
-    """The base vocabulary's id of each grammar character (each must be one token)."""
-    ids = []
-    for char in ALPHABET:
-        encoded = tokenizer.encode(char, add_special_tokens=False)
-        encoded = encoded.ids if hasattr(encoded, "ids") else encoded
-        if len(encoded) != 1:
-            raise ValueError(f"{char!r} is not one token of the base vocabulary")
-        ids.append(encoded[0])
-    return ids
-
-
 def encode(tokenizer, prompt: str, equations: Equations, ids: list[int], eos: int
            ) -> tuple[list[int], list[int]]:
     """Token ids of prompt + equations + end, and per position the head class of the next
     token (IGNORE in the prompt and where the executor writes)."""
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    prompt_ids = prompt_ids.ids if hasattr(prompt_ids, "ids") else prompt_ids
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False).ids
     classes = [ALPHABET.index(c) for c in equations.text] + [len(ALPHABET)]
     chosen = [not f for f in equations.forced] + [True]
     tokens = prompt_ids + [ids[c] if c < len(ALPHABET) else eos for c in classes]
@@ -133,11 +114,10 @@ class TopLayers(nn.Module):
 
 def load_base(folder: Path):
     from tokenizers import Tokenizer
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-    return model, Tokenizer.from_file(str(folder / "tokenizer.json")), config
+    return model, Tokenizer.from_file(str(folder / "tokenizer.json")), model.config
 
 
 @torch.no_grad()

@@ -131,16 +131,18 @@ def main() -> None:
         rate = counts["problems"] / (time.time() - started)
         print(json.dumps({**counts, "problems/s": round(rate, 2)}), flush=True)
     if args.baseline:
-        report = {"problems": [{"id": number, "stage": "correct" if right else "wrong"}
-                               for number, right in verdicts]}
-        print(json.dumps(compare_reports(json.loads(args.baseline.read_text()), report)))
+        print(json.dumps(_paired(verdicts, args.baseline)))
 
 
 def compare_only(answers: Path, baseline: Path) -> dict:
     """The paired comparison of a finished run's per-problem JSONL with a diagnose report."""
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
-    report = {"problems": [{"id": r["id"], "stage": "correct" if r["right"] else "wrong"}
-                           for r in rows]}
+    return _paired([(r["id"], r["right"]) for r in rows], baseline)
+
+
+def _paired(verdicts: list[tuple[int, bool]], baseline: Path) -> dict:
+    report = {"problems": [{"id": number, "stage": "correct" if right else "wrong"}
+                           for number, right in verdicts]}
     return compare_reports(json.loads(baseline.read_text()), report)
 
 
