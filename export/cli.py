@@ -14,8 +14,30 @@ from .pipeline import export_checkpoint
 from .quantize import PRECISIONS
 from .verify import format_table
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Group(click.Group):
+    """``mycelium-export CHECKPOINT ...`` stays the checkpoint export: arguments that do not
+    start with a command name go to ``checkpoint`` (a checkpoint folder named like a
+    command is given as ``./NAME``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["checkpoint", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+def main() -> None:
+    """Export trained specialists to ONNX artifacts, the only input of mycelium-rt.
+
+    `mycelium-export CHECKPOINT -o DIR` is `mycelium-export checkpoint CHECKPOINT -o DIR`;
+    `mycelium-export writer RUN -o DIR` builds a program writer's set.
+    """
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(path_type=Path), envvar="MYCELIUM_CHECKPOINT")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
               help="Artifacts folder to write (must not exist unless --force).")
@@ -28,8 +50,8 @@ from .verify import format_table
 @click.option("--reuse", type=click.Path(path_type=Path), default=None, metavar="ARTIFACTS",
               help="Take each model the checkpoint lacks from this artifacts folder, as "
                    "exported there (re-export one retrained specialist).")
-def main(checkpoint: Path, output: Path, precision: str, opset: int, force: bool,
-         no_verify: bool, reuse: Path | None) -> None:
+def checkpoint(checkpoint: Path, output: Path, precision: str, opset: int, force: bool,
+               no_verify: bool, reuse: Path | None) -> None:
     """Export a Mycelium CHECKPOINT (segmenter, classifier, extractor) to ONNX artifacts.
 
     CHECKPOINT holds mycelium.json and the segmenter/, classifier/ and extractor/
@@ -46,6 +68,49 @@ def main(checkpoint: Path, output: Path, precision: str, opset: int, force: bool
         raise click.ClickException(str(exc)) from None
     except MyceliumError as exc:
         raise click.ClickException(str(exc)) from None
+    _summary(report, precision, no_verify)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
+              help="Artifacts folder to write (must not exist unless --force).")
+@click.option("--precision", type=click.Choice(("fp32", "int8")), default="int8",
+              show_default=True, help="The writer's weights: fp32 or int8 (MatMul weights).")
+@click.option("--segmenter", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="ARTIFACTS", help="Take the segmenter from this artifacts folder, as "
+                                        "exported there (default: the embedded default).")
+@click.option("--beam", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Programs kept per problem at each character of the writer's beam.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}).")
+@click.option("--force", is_flag=True, help="Replace an existing artifacts folder.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime-vs-PyTorch parity check.")
+def writer(run: Path, output: Path, precision: str, segmenter: Path | None, beam: int,
+           opset: int, force: bool, no_verify: bool) -> None:
+    """Build a program writer's artifacts set from a writer RUN folder.
+
+    RUN is a `mycelium.train.program_writer` run (writer.json, writer.pt; the base it
+    names must be on disk). The set holds the segmenter (copied from --segmenter) and the
+    exported writer, with manifest.json naming both; `mycelium-rt solve/diagnose/serve
+    --artifacts OUTPUT` then serve it. Progress goes to stderr; the parity table and a
+    summary to stdout.
+    """
+    from .writer import export_writer_set
+
+    try:
+        report = export_writer_set(run, output, precision, segmenter=segmenter, opset=opset,
+                                   force=force, verify=not no_verify, beam=beam)
+    except ParityError as exc:
+        click.echo(format_table(exc.rows), err=True)
+        raise click.ClickException(str(exc)) from None
+    except MyceliumError as exc:
+        raise click.ClickException(str(exc)) from None
+    _summary(report, precision, no_verify)
+
+
+def _summary(report, precision: str, no_verify: bool) -> None:
+    """The parity table (unless skipped) and one line: folder, precision, files, size."""
     if not no_verify:
         click.echo(report.table())
     size = sum(report.files.values()) / 1e6

@@ -13,20 +13,37 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from mycelium.runtime.equations import ALPHABET, char_ids
+from mycelium.runtime.artifacts import embedded_default
+from mycelium.runtime.equations import ALPHABET, END, char_ids
+from mycelium.runtime.errors import ArtifactsError
+from mycelium.runtime.manifest import (
+    FORMAT_VERSION,
+    KVCacheSpec,
+    Manifest,
+    ModelSpec,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
+from mycelium.runtime.spec import WriterSettings
 from mycelium.runtime.writer import WRITER_FILE, OnnxWriter
 
 from .errors import ExportError, ParityError
 from .io_specs import decoder_io
+from .manifest_builder import versions
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
+from .output import Staging, check_destination
+from .pipeline import ExportReport, Log, Progress
 from .quantize import check_precision, convert
-from .verify import TOLERANCES
+from .reuse import copy_reused
+from .verify import TOLERANCES, ParityRow
 from .wrappers import LastPositionDecoderGraph
 
 STEM = "writer"
@@ -88,7 +105,7 @@ def _reference(model, head, rows: list[list[int]]) -> list[np.ndarray]:
 def check_parity(folder: Path, model, head, precision: str) -> dict:
     """Max |Δlogits| of the exported graph against the PyTorch model: the prompts
     left-padded and prefilled together, then ``CONTINUATION`` fed with the cache; raises
-    :class:`ParityError` with every failure."""
+    :class:`ParityError` (with its parity row) on any failure."""
     writer = OnnxWriter(folder)
     spec = writer.spec
     prompts = [writer.tokenizer.encode(spec.prompt.format(question=q)).ids for q in PROMPTS]
@@ -100,19 +117,25 @@ def check_parity(folder: Path, model, head, precision: str) -> dict:
         logits, state = writer.runner.step(np.full(len(prompts), char, np.int64), state)
         got.append(logits)
     tolerance = TOLERANCES[precision]
-    failures, worst = [], 0.0
+    failures, worst, limits, same = [], 0.0, [], True
     for step, g in enumerate(got):
         w = np.stack([ref[len(p) - 1 + step] for ref, p in zip(want, prompts, strict=True)])
         diff = float(np.abs(g.astype(np.float64) - w).max())
         worst = max(worst, diff)
         limit = tolerance.limit(float(np.abs(w).max()))
+        limits.append(limit)
+        same = same and bool(np.array_equal(g.argmax(-1), w.argmax(-1)))
         if not np.isfinite(g).all() or diff > limit:
             failures.append(f"step {step}: max |Δlogits| {diff:.3g} (tolerance {limit:.3g})")
         elif tolerance.argmax and not np.array_equal(g.argmax(-1), w.argmax(-1)):
             failures.append(f"step {step}: top-1 classes differ")
     if failures:
-        raise ParityError(f"writer ({precision}) parity failed: " + "; ".join(failures))
-    return {"max_abs_diff": worst, "rule": tolerance.describe(), "steps": len(got)}
+        row = ParityRow(STEM, precision, "FAIL", worst, min(limits), tolerance.describe(),
+                        same, "CPUExecutionProvider", failures[0])
+        raise ParityError(f"writer ({precision}) parity failed: " + "; ".join(failures),
+                          [row])
+    return {"max_abs_diff": worst, "tolerance": min(limits), "rule": tolerance.describe(),
+            "steps": len(got), "argmax_match": same}
 
 
 def export_writer(run: Path, out: Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
@@ -153,3 +176,86 @@ def export_writer(run: Path, out: Path, precision: str = "fp32", opset: int = DE
         spec["parity"] = check_parity(out, model, head, precision)
         (out / WRITER_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return out
+
+
+def export_writer_set(run: str | Path, out: str | Path, precision: str = "int8", *,
+                      segmenter: str | Path | None = None, opset: int = DEFAULT_OPSET,
+                      force: bool = False, verify: bool = True, beam: int = 6,
+                      max_chars: int = 90, log: Log | None = None) -> ExportReport:
+    """A program writer's artifacts set in ``out``: the segmenter of ``segmenter`` (an
+    artifacts folder; default: the embedded default), copied as exported there, and the
+    writer of run ``run`` exported at ``precision`` with its parity checked; the manifest
+    names both (kinds ``token_classifier`` and ``program_writer``), and its ``mycelium``
+    section is the segmenter's, without the span search's answer scorer, calibration and
+    prior, plus the writer's prompt and beam (``WriterSettings``)."""
+    progress = Progress(log)
+    run, out = Path(run), Path(out)
+    check_precision(precision)
+    check_opset(opset)
+    check_destination(out, force)
+    source = Path(segmenter) if segmenter is not None else embedded_default()
+    try:
+        donor = load_manifest(source)
+    except ArtifactsError as exc:
+        raise ExportError(f"--segmenter {source}: {exc}") from None
+    staging = Staging(out)
+    try:
+        progress(f"exporting the writer of {run} ({precision}) ...")
+        exported = export_writer(run, staging.scratch / STEM, precision, opset, verify)
+        written = json.loads((exported / WRITER_FILE).read_text(encoding="utf-8"))
+        for name in written["files"]:
+            shutil.move(exported / name, staging.folder / name)
+        tokenizer = f"{STEM}.tokenizer.json"
+        shutil.move(exported / "tokenizer.json", staging.folder / tokenizer)
+        staging.clear_scratch()
+        progress(f"copying the segmenter from {source} ...")
+        segmenter_spec, segmenter_row = copy_reused("segmenter", donor, source, staging.folder)
+        parity = written.get("parity")
+        row = ParityRow(STEM, precision, "skipped")
+        if parity is not None:
+            row = ParityRow(STEM, precision, "ok", parity["max_abs_diff"], parity["tolerance"],
+                            parity["rule"], parity["argmax_match"], "CPUExecutionProvider",
+                            f"{parity['steps']} steps")
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, precision=precision,
+            models={"segmenter": segmenter_spec,
+                    "writer": _writer_entry(staging.folder, written, tokenizer)},
+            mycelium=_writer_mycelium(donor.mycelium, written["prompt"], beam, max_chars),
+            parity={r.model: r.to_dict() for r in (segmenter_row, row)},
+            versions=versions(opset))
+        manifest = manifest.with_mycelium(manifest.mycelium)  # validated as the runtime reads it
+        progress("writing manifest.json ...")
+        write_manifest(manifest, staging.folder)
+        load_manifest(staging.folder)  # the runtime's own check: schema and every sha256
+        staging.publish()
+    finally:
+        staging.close()
+    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    progress(f"wrote {out} ({sum(files.values()) / 1e6:.1f} MB)")
+    return ExportReport(out, precision, manifest, [segmenter_row, row], files,
+                        progress.elapsed)
+
+
+def _writer_entry(folder: Path, written: dict, tokenizer: str) -> ModelSpec:
+    """The writer's manifest entry: a decoder graph whose labels are the grammar's
+    characters and ``END``, the end of the program (also its padding token)."""
+    graph, *data = written["files"]
+    io = decoder_io(written["num_layers"], written["num_kv_heads"], written["head_dim"],
+                    len(written["alphabet"]) + 1, written["dtype"])
+    return ModelSpec(
+        file=graph, sha256=sha256_file(folder / graph), tokenizer=tokenizer,
+        tokenizer_sha256=sha256_file(folder / tokenizer), inputs=io.inputs,
+        outputs=io.outputs, external_data={name: sha256_file(folder / name) for name in data},
+        labels=(*written["alphabet"], END),
+        kv_cache=KVCacheSpec(written["num_layers"], written["num_kv_heads"],
+                             written["head_dim"], written["dtype"]),
+        special_tokens={"eos": written["eos_id"], "pad": written["eos_id"]},
+        architecture="qwen2", kind="program_writer")
+
+
+def _writer_mycelium(segmenter: dict, prompt: str, beam: int, max_chars: int) -> dict:
+    """The set's mycelium.json: the segmenter's (its labels, quantity grammar, constants,
+    token limits), without what was fitted on the span search's candidates."""
+    fitted = ("answer_scorer", "confidence_calibration", "answer_prior")
+    kept = {key: value for key, value in segmenter.items() if key not in fitted}
+    return {**kept, "writer": asdict(WriterSettings(prompt, beam, max_chars))}

@@ -14,7 +14,11 @@ attribute. Where a record carries GSM8K's annotated solution, its gold program
 - ``outside_search_space``: the gold program is not reachable by the search design
   (the summary counts why: ``outside_search_space_reasons``, the alignment's reasons
   such as ``multi_step_tail`` or ``noncontiguous_group``);
-- ``unattributed``: the gold program could not be derived (no usable annotation).
+- ``unattributed``: the gold program could not be derived (no usable annotation);
+- ``wrong_program`` (a program writer's set only): valid programs were written, none
+  reaching the gold value. For a writer, ``scorer_picked_wrong`` means a finished program
+  reached the gold value but another value's programs held more probability, and
+  ``segmentation`` that its quantities differ from the gold ones.
 
 The summary's ``by_confidence`` says how far the solver's confidence can be trusted
 (``calibration.confidence_report``: accuracy per confidence band, the accuracy of the most
@@ -56,6 +60,7 @@ READING_REACH = (
     "gold_reading_cut",  # a gold step read, but below the readings the search keeps
     "arguments_not_read",  # the gold operation read for a group, not its arguments
     "operation_not_read",  # a gold step's operation not among its group's readings
+    "gold_value_not_written",  # a program writer: no finished program reached the gold value
 )
 CATEGORIES = (
     "correct",
@@ -66,6 +71,7 @@ CATEGORIES = (
     "scorer_picked_wrong",
     "outside_search_space",
     "unattributed",
+    "wrong_program",  # a program writer: its finished programs, none reaching the gold value
 )
 
 
@@ -99,6 +105,8 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Derivation | None
     """The stage that lost this problem (or ``correct``)."""
     if result.answer_exact is not None and result.answer_exact == format_fraction(gold):
         return "correct"
+    if result.trace is not None and result.trace.programs_written:
+        return _attribute_written(result, gold, derivation)
     if derivation is not None and derivation.reachable:
         predicted = [(s.start, s.end) for s in result.spans]
         expected = [(s.start, s.end) for s in derivation.spans]
@@ -131,12 +139,28 @@ def attribute(result: SolveResult, gold: Fraction, derivation: Derivation | None
     return "no_valid_candidate" if result.error else "scorer_picked_wrong"
 
 
+def _attribute_written(result: SolveResult, gold: Fraction, derivation: Derivation | None
+                       ) -> str:
+    """A program writer's loss: its quantities differ from the gold ones, a finished program
+    reached the gold value but another value won the pooled pick, no program was valid, or
+    none of its programs reached the gold value (it has no span groups or readings)."""
+    if derivation is not None and derivation.reachable and (
+            [(s.start, s.end) for s in result.spans]
+            != [(s.start, s.end) for s in derivation.spans]):
+        return "segmentation"
+    if gold in result.trace.valid_values:  # type: ignore[union-attr]
+        return "scorer_picked_wrong"
+    return "no_valid_candidate" if result.error else "wrong_program"
+
+
 def gold_reading_reach(result: SolveResult, gold: Fraction, derivation: Derivation,
                        search: SearchSpec) -> str:
     """How far the readings came towards a reachable gold program (:data:`READING_REACH`):
     the gold value among the valid candidates, else the worst of the gold steps."""
     if result.trace is not None and gold in result.trace.valid_values:
         return READING_REACH[0]
+    if result.trace is not None and result.trace.programs_written:
+        return "gold_value_not_written"
     variants = result.trace.variants if result.trace is not None else {}
     worst = READING_REACH.index("gold_readings_kept")
     for step in derivation.program:

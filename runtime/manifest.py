@@ -21,6 +21,8 @@ from .spec import SolverSpec
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAMES = ("segmenter", "classifier", "extractor")
+# the program writer's set: the segmenter finds the quantities, the writer writes the program
+WRITER_NAMES = ("segmenter", "writer")
 # an encoder classifier reads a right-padded text pair: ids, mask and segment (type) ids
 ENCODER_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # an encoder classifier reading each problem once: ids and mask (B, T), and which tokens
@@ -28,13 +30,17 @@ ENCODER_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SPAN_GROUP_INPUTS = ("input_ids", "attention_mask", "group_tokens")
 # how a model is served (``runtime.runners``): token labels over a problem (the segmenter),
 # a decoder with a KV cache, an encoder reading one text pair per span group, or an
-# encoder reading each problem once with all its span groups
-MODEL_KINDS = ("token_classifier", "decoder", "pair_classifier", "span_group_classifier")
+# encoder reading each problem once with all its span groups, or a program writer (a
+# decoder with a KV cache whose head scores the equation grammar's characters)
+MODEL_KINDS = ("token_classifier", "decoder", "pair_classifier", "span_group_classifier",
+               "program_writer")
 ROLE_KINDS = {
     "segmenter": ("token_classifier",),
     "classifier": ("decoder", "pair_classifier", "span_group_classifier"),
     "extractor": ("decoder",),
+    "writer": ("program_writer",),
 }
+CACHED_KINDS = ("decoder", "program_writer")  # the kinds with a KV cache
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,11 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def writes_programs(self) -> bool:
+        """A program writer's set (segmenter and writer), not the span-group specialists."""
+        return "writer" in self.models
+
     def with_mycelium(self, mycelium: dict[str, Any]) -> Manifest:
         """This manifest with another ``mycelium`` section, validated as the runtime loads
         it (:meth:`SolverSpec.from_dict`): raises ArtifactsError before anything is
@@ -132,6 +143,8 @@ def model_kind(role: str, spec: ModelSpec) -> str:
     a manifest written before the field, what its role and graph inputs say."""
     if spec.kind is not None:
         return spec.kind
+    if role == "writer":
+        return "program_writer"
     if spec.kv_cache is not None:
         return "decoder"
     if role == "segmenter":
@@ -200,9 +213,9 @@ def _model_spec(name: str, raw: Any) -> ModelSpec:
     if kind is not None and kind not in ROLE_KINDS.get(name, MODEL_KINDS):
         raise ArtifactsError(f"manifest: {where}.kind {kind!r} is not one of "
                              f"{', '.join(ROLE_KINDS.get(name, MODEL_KINDS))}")
-    if kind is not None and (kind == "decoder") != (kv is not None):
+    if kind is not None and (kind in CACHED_KINDS) != (kv is not None):
         raise ArtifactsError(f"manifest: {where}.kind {kind!r} and its kv_cache disagree "
-                             "(a decoder has one, no other kind does)")
+                             "(a decoder and a program writer have one, no other kind does)")
     return ModelSpec(
         file=_require(raw, "file", str, where),
         sha256=_require(raw, "sha256", str, where),
@@ -247,6 +260,42 @@ def parse_manifest(data: Any) -> Manifest:
     if precision not in ("fp32", "fp16", "int8"):
         raise ArtifactsError(f"manifest: unknown precision {precision!r}")
     raw_models = _require(data, "models", dict, "manifest")
+    if "writer" in raw_models:
+        models = _writer_models(raw_models)
+    else:
+        models = _span_models(raw_models)
+    return Manifest(
+        format_version=version,
+        precision=precision,
+        models=models,
+        mycelium=_require(data, "mycelium", dict, "manifest"),
+        parity=data.get("parity", {}) if isinstance(data.get("parity", {}), dict) else {},
+        versions=data.get("versions", {}) if isinstance(data.get("versions", {}), dict) else {},
+    )
+
+
+def _writer_models(raw_models: dict[str, Any]) -> dict[str, ModelSpec]:
+    """A program writer's set: exactly a segmenter and a writer (a KV-cache decoder whose
+    labels are the grammar's characters and the end of the program, with its ``eos``)."""
+    if set(raw_models) != set(WRITER_NAMES):
+        raise ArtifactsError("manifest: a program writer's set holds exactly the models "
+                             f"{', '.join(WRITER_NAMES)}, got {', '.join(sorted(raw_models))}")
+    models = {name: _model_spec(name, raw_models[name]) for name in WRITER_NAMES}
+    writer = models["writer"]
+    if writer.kv_cache is None:
+        raise ArtifactsError("manifest: models.writer.kv_cache is required")
+    if not writer.labels or len(writer.labels) < 2:
+        raise ArtifactsError("manifest: models.writer.labels must list the grammar's "
+                             "characters and the end of the program")
+    if "eos" not in writer.special_tokens:
+        raise ArtifactsError("manifest: models.writer.special_tokens needs 'eos'")
+    if not models["segmenter"].labels:
+        raise ArtifactsError("manifest: models.segmenter.labels is required")
+    return models
+
+
+def _span_models(raw_models: dict[str, Any]) -> dict[str, ModelSpec]:
+    """The span-group specialists: segmenter, classifier, extractor."""
     missing = [name for name in MODEL_NAMES if name not in raw_models]
     if missing:
         raise ArtifactsError(f"manifest: missing model(s) {', '.join(missing)}")
@@ -265,14 +314,7 @@ def parse_manifest(data: Any) -> Manifest:
     for name in ("segmenter", "classifier"):
         if not models[name].labels:
             raise ArtifactsError(f"manifest: models.{name}.labels is required")
-    return Manifest(
-        format_version=version,
-        precision=precision,
-        models=models,
-        mycelium=_require(data, "mycelium", dict, "manifest"),
-        parity=data.get("parity", {}) if isinstance(data.get("parity", {}), dict) else {},
-        versions=data.get("versions", {}) if isinstance(data.get("versions", {}), dict) else {},
-    )
+    return models
 
 
 def load_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest:

@@ -23,6 +23,7 @@ from .spec import SolverSpec
 
 ClassifierRunner = DecoderRunner | EncoderClassifierRunner | SpanGroupClassifierRunner
 Runners = tuple[SegmenterRunner, ClassifierRunner, DecoderRunner]
+WriterRunners = tuple[SegmenterRunner, DecoderRunner]  # a program writer's set
 
 # (session, manifest entry, pad id, cache device) -> runner
 RunnerFactory = Callable[[ort.InferenceSession, ModelSpec, int, "str | None"], Any]
@@ -34,6 +35,9 @@ RUNNERS: dict[str, RunnerFactory] = {
         lambda session, spec, pad, device: EncoderClassifierRunner(session, pad),
     "span_group_classifier":
         lambda session, spec, pad, device: SpanGroupClassifierRunner(session, pad),
+    # the writer's graph is a decoder's (KV cache, last-position logits over its classes)
+    "program_writer": lambda session, spec, pad, device: DecoderRunner(session, spec, pad,
+                                                                       device),
 }
 
 
@@ -49,9 +53,9 @@ def shape_limits(spec: SolverSpec) -> ShapeLimits:
 
 def onnx_runners(folder: Path, manifest: Manifest, spec: SolverSpec, provider: str,
                  threads: int | None, pad_ids: Mapping[str, int], device: str | None
-                 ) -> Runners:
+                 ) -> Runners | WriterRunners:
     """One onnxruntime session per model of the manifest, each in the runner its kind
-    names (TensorRT gets one shape profile per graph)."""
+    names (TensorRT gets one shape profile per graph), in the order of its set's roles."""
     limits = shape_limits(spec)
     built = {}
     for name, model in manifest.models.items():
@@ -61,4 +65,6 @@ def onnx_runners(folder: Path, manifest: Manifest, spec: SolverSpec, provider: s
                         "trt_engine_cache_path": str(engine_cache_dir(model))}
         session = make_session(safe_member(folder, model.file), provider, threads, tensorrt)
         built[name] = RUNNERS[model_kind(name, model)](session, model, pad_ids[name], device)
+    if manifest.writes_programs:
+        return built["segmenter"], built["writer"]
     return built["segmenter"], built["classifier"], built["extractor"]

@@ -1,4 +1,5 @@
-"""The Solver: tokenize → segment → search → classify → extract → execute → score.
+"""The Solver: tokenize → segment → search → classify → extract → execute → score, or,
+for a program writer's set, tokenize → segment → write (``write.py``).
 
 Each stage lives in its own module (``classify``, ``extract``, ``readings``, ``choose``,
 ``render``); the solver holds the loaded specialists and runs the stages in order.
@@ -37,6 +38,8 @@ from .stats import STAGES, Stats, timed
 from .templates import marked_problem
 from .tokenization import TextTokenizer
 from .trace import Readings, Variant
+from .write import load_writer, write
+from .writer import ProgramWriter
 
 MAX_SPANS = 32  # quantities kept per problem (Q indices are below this)
 
@@ -80,13 +83,20 @@ class Solver:
         for name, tok in self.tokenizers.items():
             recorded = manifest.models[name].special_tokens.get("pad")
             self.pad_ids[name] = recorded if recorded is not None else tok.token_id(special["pad"])
-        self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
         runners = runners or onnx_runners(folder, manifest, self.spec, provider, threads,
                                           self.pad_ids, cache_device(provider, io_binding))
+        self.segmenter_labels = tuple(manifest.models["segmenter"].labels or ())
+        self.writer: ProgramWriter | None = None
+        if manifest.writes_programs:  # a segmenter and a program writer (runtime/write.py)
+            self.segmenter, writer = runners
+            entry = manifest.models["writer"]
+            self.writer = load_writer(writer, safe_member(folder, entry.tokenizer), entry,
+                                      self.spec.writer)
+            return
+        self.eos_id = self.tokenizers["extractor"].token_id(special["eos"])
         self.segmenter, self.classifier, self.extractor = runners
         self.classifier_kind = model_kind("classifier", manifest.models["classifier"])
         self.operations = tuple(manifest.models["classifier"].labels or ())
-        self.segmenter_labels = tuple(manifest.models["segmenter"].labels or ())
 
     @classmethod
     def load(
@@ -191,6 +201,11 @@ class Solver:
             return []
         self.stats.problems += len(questions)
         spans = [list(s) for s in spans] if spans is not None else self.segment(questions)
+        if self.writer is not None:  # the writer writes whole programs: no span-group search
+            assert self.spec.writer is not None  # load_writer checked it
+            with timed(self.stats, "extract"):
+                return write(self.writer, self.spec.writer, ids, questions, spans,
+                             tuple(sorted(self.constants)), trace)
 
         with timed(self.stats, "search"):
             sets = [

@@ -216,6 +216,23 @@ def fit_answer_prior(answers: Iterable[Fraction]) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class WriterSettings:
+    """How a program writer's set reads a problem and searches its programs (the
+    ``writer`` section of mycelium.json; the writer model's labels are the grammar)."""
+
+    prompt: str  # the problem as the writer reads it, with ``{question}``
+    beam: int = 6  # programs kept per problem at each character
+    max_chars: int = 90  # characters of a program, the executor's included
+    problems_per_call: int = 8  # problems whose beams advance together (bounds the cache)
+
+    def __post_init__(self) -> None:
+        if "{question}" not in self.prompt:
+            raise ValueError("writer.prompt must hold {question}")
+        if min(self.beam, self.max_chars, self.problems_per_call) < 1:
+            raise ValueError("writer.beam, max_chars and problems_per_call must be >= 1")
+
+
+@dataclass(frozen=True)
 class SolverSpec:
     """Everything the runtime must know that no model config says."""
 
@@ -235,11 +252,14 @@ class SolverSpec:
     answer_scorer: AnswerScorer | None = None  # learned candidate scorer (runtime/verifier.py)
     # P(right) of an answer picked by answer_scorer (runtime/calibration.py)
     confidence_calibration: ConfidenceCalibration | None = None
+    writer: WriterSettings | None = None  # a program writer's set (runtime/write.py)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of mycelium.json)."""
         data = asdict(self)
         data["search"] = search_record(self.search)
+        if self.writer is None:  # only a program writer's set has the section
+            del data["writer"]
         return data
 
     @classmethod
@@ -275,6 +295,8 @@ class SolverSpec:
                                      "picks: it needs one")
                 kwargs["confidence_calibration"] = ConfidenceCalibration.from_dict(
                     data["confidence_calibration"])
+            if data.get("writer") is not None:
+                kwargs["writer"] = WriterSettings(**data["writer"])
             if "special_tokens" in data:
                 special = data["special_tokens"]
                 kwargs["special_tokens"] = {str(k): str(v) for k, v in special.items()}

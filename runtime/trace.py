@@ -49,3 +49,6 @@ class SolveTrace:
     valid_values: list[Fraction] = field(default_factory=list)  # each candidate's value
     candidate_features: list[list[float]] = field(default_factory=list)  # its scorer features
     candidate_programs: list[list[dict[str, Any]]] = field(default_factory=list)  # its record
+    # a program writer's trace (runtime/write.py): no readings, no used sets; its finished
+    # valid programs are the candidates
+    programs_written: bool = False

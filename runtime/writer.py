@@ -64,26 +64,22 @@ def settled(done: list[Program], best_live: float, width: int, margin: float = 3
                                                and best_live < scores[width - 1])
 
 
-class OnnxWriter:
-    """An exported program writer: prompts in, programs out, with numpy and onnxruntime."""
+class ProgramWriter:
+    """A program writer's decoder on onnxruntime: prompts in, programs out (numpy only)."""
 
-    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
-        folder = Path(folder)
-        self.spec = WriterSpec.read(folder)
-        self.tokenizer = Tokenizer.from_file(str(folder / self.spec.tokenizer))
-        session = make_session(folder / self.spec.graph, provider, threads)
-        kv = KVCacheSpec(self.spec.num_layers, self.spec.num_kv_heads, self.spec.head_dim,
-                         self.spec.dtype)
-        model = ModelSpec(file=self.spec.graph, sha256="", tokenizer=self.spec.tokenizer,
-                          tokenizer_sha256="", inputs=(), outputs=(), kv_cache=kv)
-        self.runner = DecoderRunner(session, model, pad_id=self.spec.eos_id)
-        self.symbols = [*self.spec.alphabet, END]
+    def __init__(self, runner: DecoderRunner, tokenizer: Tokenizer, prompt: str,
+                 alphabet: str, char_ids: tuple[int, ...]):
+        """``char_ids``: the token id of each head class, the alphabet's then the end's."""
+        if len(char_ids) != len(alphabet) + 1:
+            raise ValueError(f"{len(char_ids)} token ids for {len(alphabet) + 1} head classes")
+        self.runner, self.tokenizer, self.prompt = runner, tokenizer, prompt
+        self.alphabet, self.char_ids = alphabet, tuple(char_ids)
 
     def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
               max_chars: int = 90) -> list[list[Program]]:
         """Per problem, its finished valid programs: (answer, log-probability, text), best
         first (`grammar_beams` over this graph)."""
-        prompts = [self.tokenizer.encode(self.spec.prompt.format(question=q)).ids
+        prompts = [self.tokenizer.encode(self.prompt.format(question=q)).ids
                    for q in questions]
         logits, state = self.runner.prefill(prompts)
         cache = {"state": state}
@@ -92,8 +88,25 @@ class OnnxWriter:
             logits, cache["state"] = self.runner.step(feed, cache["state"].take(rows))
             return log_softmax(logits)
 
-        return grammar_beams(log_softmax(logits), step, sources, self.spec.alphabet,
-                             self.spec.char_ids, width, max_chars)
+        return grammar_beams(log_softmax(logits), step, sources, self.alphabet,
+                             self.char_ids, width, max_chars)
+
+
+class OnnxWriter(ProgramWriter):
+    """The folder ``export_writer`` writes (``writer.json``, graph, tokenizer), loaded."""
+
+    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
+        folder = Path(folder)
+        self.spec = WriterSpec.read(folder)
+        session = make_session(folder / self.spec.graph, provider, threads)
+        kv = KVCacheSpec(self.spec.num_layers, self.spec.num_kv_heads, self.spec.head_dim,
+                         self.spec.dtype)
+        model = ModelSpec(file=self.spec.graph, sha256="", tokenizer=self.spec.tokenizer,
+                          tokenizer_sha256="", inputs=(), outputs=(), kv_cache=kv)
+        super().__init__(DecoderRunner(session, model, pad_id=self.spec.eos_id),
+                         Tokenizer.from_file(str(folder / self.spec.tokenizer)),
+                         self.spec.prompt, self.spec.alphabet, self.spec.char_ids)
+        self.symbols = [*self.spec.alphabet, END]
 
 
 def grammar_beams(logp: np.ndarray, step: Callable[[np.ndarray, np.ndarray], np.ndarray],
