@@ -141,7 +141,8 @@ def check_parity(folder: Path, model, head, precision: str) -> dict:
 def export_writer(run: Path, out: Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
                   verify: bool = True) -> Path:
     """Export the writer of training run ``run`` into the folder ``out`` (``writer.onnx``,
-    ``tokenizer.json``, ``writer.json``) at ``precision`` (fp32 or int8); returns ``out``."""
+    ``tokenizer.json``, ``writer.json``) at ``precision`` (fp32, or int8: weight-only
+    MatMulNBits, see ``quantize.quantize_weights``); returns ``out``."""
     run, out = Path(run), Path(out)
     check_precision(precision)
     check_opset(opset)
@@ -164,7 +165,7 @@ def export_writer(run: Path, out: Path, precision: str = "fp32", opset: int = DE
         raw = Path(scratch) / f"{STEM}.raw.onnx"
         export_graph(graph, io, sample_args(io, model.config.vocab_size, torch.float32), raw,
                      opset)
-        files = convert(raw, precision, out, STEM, Path(scratch))
+        files = convert(raw, precision, out, STEM, Path(scratch), weight_only=True)
     shutil.copyfile(base / "tokenizer.json", out / "tokenizer.json")
     spec = {"graph": files[0], "tokenizer": "tokenizer.json", "alphabet": alphabet,
             "prompt": config["prompt"], "eos_id": eos,

@@ -265,10 +265,13 @@ def info(artifacts: str | None, provider: str, threads: int | None, no_verify: b
 @click.option("--baseline", "baseline", type=click.Path(dir_okay=False), default=None,
               help="An earlier diagnose report of the same problems: add a paired "
                    "comparison (gained, lost, exact McNemar p).")
+@click.option("--no-oracle", is_flag=True,
+              help="Skip the gold-span ORACLE pass (it solves the expressible problems a "
+                   "second time); its figures stay empty.")
 @artifact_options
 def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
-             baseline: str | None, artifacts: str | None, provider: str, threads: int | None,
-             no_verify: bool, search: tuple[str, ...]) -> None:
+             baseline: str | None, no_oracle: bool, artifacts: str | None, provider: str,
+             threads: int | None, no_verify: bool, search: tuple[str, ...]) -> None:
     """Attribute each lost problem to a stage (records must carry a gold answer).
 
     Gold is read only after solving, to attribute errors; the solver never sees it.
@@ -279,7 +282,8 @@ def diagnose(input_path: str, report: str, limit: int | None, batch_size: int,
     solver = _load_solver(artifacts, provider, threads, not no_verify, search)
     try:
         summary = run_diagnosis(solver, input_path, report, limit=limit, batch_size=batch_size,
-                                baseline=before, baseline_name=baseline)
+                                baseline=before, baseline_name=baseline,
+                                oracle=not no_oracle)
     except MyceliumError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2))

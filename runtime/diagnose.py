@@ -205,17 +205,18 @@ def _gold_spans(derivation: Derivation) -> list[Span]:
 def run_diagnosis(
     solver: Any, input_path: str, report_path: str, *, limit: int | None = None,
     batch_size: int = 16, baseline: dict[str, Any] | None = None,
-    baseline_name: str | None = None,
+    baseline_name: str | None = None, oracle: bool = True,
 ) -> dict[str, Any]:
     """Solve, attribute every problem, write a JSON report and return its summary;
-    ``baseline``: an earlier report of the same problems to compare with (paired)."""
+    ``baseline``: an earlier report of the same problems to compare with (paired);
+    ``oracle``: also run the gold-span oracle pass (``False``: its figures stay empty)."""
     rows = _gold_rows(input_path, limit)
     if not rows:
         raise InputError(f"no record of {input_path!r} carries a question and a gold answer")
     counts: Counter[str] = Counter()
     reach: Counter[str] = Counter()
     outside: Counter[str] = Counter()
-    oracle_correct = oracle_total = 0
+    oracle_correct = oracle_total = expressible = 0
     per_problem = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -223,13 +224,14 @@ def run_diagnosis(
                                trace=True)
         derivations = [_derive(q, raw, solver.spec.search) for _, q, _, raw in chunk]
         reachable = [k for k, d in enumerate(derivations) if d is not None and d.reachable]
-        oracle = {}
-        if reachable:
+        expressible += len(reachable)
+        oracle_by = {}
+        if reachable and oracle:
             oracle_results = solver.solve(
                 [chunk[k][1] for k in reachable], [chunk[k][0] for k in reachable],
                 spans=[_gold_spans(derivations[k]) for k in reachable], trace=True,
             )
-            oracle = dict(zip(reachable, oracle_results, strict=True))
+            oracle_by = dict(zip(reachable, oracle_results, strict=True))
         for k, ((record_id, _, gold, _), result) in enumerate(
             zip(chunk, results, strict=True)
         ):
@@ -241,14 +243,14 @@ def run_diagnosis(
             if stage == "outside_search_space":  # why the search cannot express it
                 entry["unreachable_reason"] = derivations[k].reason or "unreachable"
                 outside[entry["unreachable_reason"]] += 1
-            if k in oracle:
+            if k in oracle_by:
                 oracle_total += 1
-                oracle_stage = attribute(oracle[k], gold, derivations[k])
+                oracle_stage = attribute(oracle_by[k], gold, derivations[k])
                 oracle_correct += oracle_stage == "correct"
                 entry["oracle_gold_spans_stage"] = oracle_stage
                 counts["oracle:" + oracle_stage] += 1
                 entry["oracle_gold_readings"] = gold_reading_reach(
-                    oracle[k], gold, derivations[k], solver.spec.search)
+                    oracle_by[k], gold, derivations[k], solver.spec.search)
                 reach[entry["oracle_gold_readings"]] += 1
             per_problem.append(entry)
     total = len(rows)
@@ -268,7 +270,7 @@ def run_diagnosis(
         },
         "search_space_ceiling": {
             "label": "ORACLE: share of problems whose gold program the search can express",
-            "value": oracle_total / total,
+            "value": expressible / total,
         },
         "answer_scorer": "learned" if solver.spec.answer_scorer is not None else "default",
         "by_confidence": confidence_report([e["confidence"] for e in per_problem],

@@ -517,6 +517,25 @@ def test_diagnose_attributes_and_labels_the_oracle(
     assert sum(b["problems"] for b in summary["by_confidence"]["bands"]) == 3
 
 
+def test_diagnose_without_the_oracle_pass(artifacts: Path, tmp_path: Path) -> None:
+    """--no-oracle: the same attribution, no gold-span pass, the same expressible share."""
+    from mycelium.runtime.diagnose import run_diagnosis
+
+    fake_solver = _fake(artifacts, ("readings_per_group=2",))
+    source = tmp_path / "gold.jsonl"
+    source.write_text(json.dumps(
+        {"id": "sub", "question": "Tom has 9 apples and eats 4. How many are left?",
+         "answer": "He has 9-4=<<9-4=5>>5 left.\n#### 5"}) + "\n")
+    with_pass = run_diagnosis(fake_solver, str(source), str(tmp_path / "a.json"))
+    without = run_diagnosis(fake_solver, str(source), str(tmp_path / "b.json"), oracle=False)
+    assert with_pass["oracle_gold_spans"]["problems"] == 1
+    assert without["oracle_gold_spans"]["problems"] == 0
+    assert without["lost_by_stage"] == with_pass["lost_by_stage"]
+    assert without["search_space_ceiling"] == with_pass["search_space_ceiling"]
+    (entry,) = json.loads((tmp_path / "b.json").read_text())["problems"]
+    assert "oracle_gold_spans_stage" not in entry
+
+
 @pytest.mark.parametrize(("gap", "stage"),
                          [(0, "outside_search_space"), (1, "wrong_operation")])
 def test_diagnose_says_why_the_search_cannot_express_a_problem(

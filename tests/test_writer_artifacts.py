@@ -215,3 +215,22 @@ def test_the_python_solver_needs_no_torch(artifacts, reference) -> None:
     assert done.returncode == 0, done.stderr
     answer, count = done.stdout.split()
     assert answer == "72" and int(count) == len(reference[QUESTION][2])
+
+
+def test_the_int8_writer_is_weight_only_and_writes_the_program(artifacts, tmp_path: Path
+                                                              ) -> None:
+    import onnx
+
+    from mycelium.export.writer import export_writer_set
+    from mycelium.runtime.solver import Solver
+
+    run, _ = artifacts
+    report = export_writer_set(run, tmp_path / "int8", "int8", log=lambda _: None)
+    manifest = load_manifest(report.output)
+    assert manifest.precision == "int8" and manifest.parity["writer"]["status"] == "ok"
+    graph = onnx.load(str(report.output / manifest.models["writer"].file),
+                      load_external_data=False)
+    ops = {node.op_type for node in graph.graph.node}
+    assert "MatMulNBits" in ops and "MatMulInteger" not in ops  # weights only, not dynamic
+    (result,) = Solver.load(report.output, "cpu").solve([QUESTION])
+    assert result.answer_exact == "72"
