@@ -32,8 +32,13 @@ class _Group(click.Group):
 def main() -> None:
     """Export trained specialists to ONNX artifacts, the only input of mycelium-rt.
 
-    `mycelium-export CHECKPOINT -o DIR` is `mycelium-export checkpoint CHECKPOINT -o DIR`;
-    `mycelium-export writer RUN -o DIR` builds a program writer's set.
+    \b
+    mycelium-export CHECKPOINT -o DIR [--precision fp32|fp16|int8] ...
+        the three specialists of a checkpoint (same as `checkpoint CHECKPOINT ...`)
+    mycelium-export writer RUN -o DIR [--precision fp32|int8] ...
+        a program writer's artifacts set from a writer run folder
+
+    `mycelium-export COMMAND --help` lists each command's options.
     """
 
 

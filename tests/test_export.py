@@ -232,6 +232,7 @@ def test_help(flag: str) -> None:
     result = run_cli(flag)
     assert result.exit_code == 0
     assert "CHECKPOINT" in result.output and "--precision" in result.output
+    assert "writer RUN" in result.output  # the program writer's artifacts set
 
 
 def _edit_config(relative: str, **changes) -> Callable[[Path], None]:
