@@ -14,7 +14,10 @@ from .stats import Stats, timed
 from .tokenization import TextTokenizer
 
 MAX_ROWS_PER_CALL = 256  # decoder rows per onnxruntime call
-KV_BUDGET_BYTES = 512 * 2**20  # cache bytes per decoder call (a 0.5B shape gets fewer rows)
+# cache bytes per decoder call (a 0.5B shape gets fewer rows); a call holds its past, its
+# present and a gathered copy at once, so this bounds a solve's peak memory (256 rows of
+# 140 tokens held 0.4 GB; benchmarks/RESULTS.md, "Memory")
+KV_BUDGET_BYTES = 32 * 2**20
 
 
 def rows_per_call(kv: KVCacheSpec | None, prefix: DecoderState, suffix_tokens: int,

@@ -123,6 +123,13 @@ def make_session(
     # idle worker threads sleep instead of spinning: no measurable cost on an idle machine,
     # +30-55 % throughput when another process shares the cores (benchmarks/RESULTS.md)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no CPU arena and no memory patterns: the solver feeds a new shape almost every call
+    # (rows x tokens x groups), and the arena kept the high-water mark of every shape it
+    # saw (power-of-two growth, never returned) while a pattern is cached per shape;
+    # plain allocations go back to the system after each call, at no measured speed cost
+    # (benchmarks/RESULTS.md, "Memory")
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -33,29 +33,31 @@ WRITTEN = [
 
 # (answer, operations of the program, confidence): examples/problems.jsonl, then WRITTEN.
 # Wrong answers are pinned too (the shirt, the crayons, the cookies, Jenny): they are
-# what the default answers, not what is right.
+# what the default answers, not what is right. The confidences were re-pinned (answers and
+# programs unchanged, each within 0.006) when the extractor's rows per call were bounded by
+# a 32 MiB cache budget (batching.KV_BUDGET_BYTES): its int8 calls now take fewer rows.
 GOLDEN = [
-    ("72", ["DIV", "ADD"], 0.6487),
-    ("24", ["ADD", "ADD"], 0.8217),
-    ("4", ["MUL", "DIV"], 0.3042),
-    ("600", ["MUL", "MUL"], 0.6223),
-    ("44", ["MUL", "SUB"], 0.1987),
-    ("20", ["DIV", "ADD"], 0.0347),
-    ("48", ["MUL", "MUL"], 0.0387),
-    ("18", ["SUB"], 0.4698),
-    ("8", ["DIV"], 0.0807),
-    ("32", ["MUL", "ADD", "ADD"], 0.1157),
-    ("260", ["MUL", "MUL", "ADD"], 0.7558),
+    ("72", ["DIV", "ADD"], 0.6514),
+    ("24", ["ADD", "ADD"], 0.8219),
+    ("4", ["MUL", "DIV"], 0.3012),
+    ("600", ["MUL", "MUL"], 0.6233),
+    ("44", ["MUL", "SUB"], 0.2023),
+    ("20", ["DIV", "ADD"], 0.0350),
+    ("48", ["MUL", "MUL"], 0.0397),
+    ("18", ["SUB"], 0.4714),
+    ("8", ["DIV"], 0.0806),
+    ("32", ["MUL", "ADD", "ADD"], 0.1116),
+    ("260", ["MUL", "MUL", "ADD"], 0.7616),
 ]
 
 # The CLI solves examples/problems.jsonl as one batch of five: int8 activations are
 # quantized per batch, so its confidences (and the third answer) differ from GOLDEN's.
 CLI_GOLDEN = [
-    ("72", ["DIV", "ADD"], 0.5536),
-    ("24", ["ADD", "ADD"], 0.8096),
-    ("8", ["DIV"], 0.0929),
-    ("600", ["MUL", "MUL"], 0.6359),
-    ("44", ["MUL", "SUB"], 0.1288),
+    ("72", ["DIV", "ADD"], 0.5559),
+    ("24", ["ADD", "ADD"], 0.8103),
+    ("8", ["DIV"], 0.0943),
+    ("600", ["MUL", "MUL"], 0.6361),
+    ("44", ["MUL", "SUB"], 0.1271),
 ]
 
 

@@ -116,7 +116,13 @@ def test_rows_per_call_respect_the_cache_budget(solver: Solver) -> None:
     state.mask = np.ones((2, 200), dtype=np.int64)
     suffix = solver.spec.max_suffix_tokens
     extractor = solver.specialist("extractor")
-    assert extractor.rows_per_call(state, suffix, 12) == MAX_ROWS_PER_CALL  # tiny model
+    short = solver.extractor.empty_state(2)
+    short.mask = np.ones((2, 20), dtype=np.int64)
+    assert extractor.rows_per_call(short, suffix, 12) == MAX_ROWS_PER_CALL  # tiny model
+    tiny = extractor.runner.kv  # 200 cached tokens: the budget binds even on the tiny shape
+    per_tiny = 2 * tiny.num_layers * tiny.num_kv_heads * tiny.head_dim * (200 + suffix + 12) * 4
+    assert extractor.rows_per_call(state, suffix, 12) == min(MAX_ROWS_PER_CALL,
+                                                             KV_BUDGET_BYTES // per_tiny)
     real_shape = SimpleNamespace(kv=KVCacheSpec(24, 2, 64, "float32"))  # Qwen2.5-0.5B cache
     assert rows_per_call(None, state, suffix, 12) == MAX_ROWS_PER_CALL  # no cache: no limit
     rows = rows_per_call(real_shape.kv, state, suffix, 12)

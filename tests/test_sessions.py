@@ -78,3 +78,15 @@ def test_unavailable_provider_is_one_clear_error() -> None:
     with pytest.raises(MyceliumError, match="'rocm'"):
         choose_provider("rocm")
     assert choose_provider("auto") in ("tensorrt", "cuda", "cpu")
+
+
+def test_sessions_allocate_per_call_without_an_arena_or_memory_patterns() -> None:
+    """The solver feeds a new shape almost every call: an arena kept each shape's
+    high-water mark and a memory pattern is cached per shape (1.9 GB on 10k problems)."""
+    from mycelium.runtime.sessions import make_session
+
+    session = make_session(DEFAULT / "segmenter.onnx", "cpu", threads=1)
+    options = session.get_session_options()
+    assert options.enable_cpu_mem_arena is False
+    assert options.enable_mem_pattern is False
+    assert options.intra_op_num_threads == 1
