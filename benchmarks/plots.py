@@ -1,4 +1,5 @@
-"""PNG plots of a report: throughput against batch size, latency, time per stage.
+"""PNG plots of a report: accuracy against speed, throughput against batch size, latency,
+time per stage.
 
 matplotlib is optional (the ``bench`` extra): without it no plot is drawn and the
 report says so.
@@ -13,7 +14,7 @@ from .report import STAGES
 
 SYSTEMS = (("runtime", "Mycelium (onnxruntime)", "tab:green"),
            ("torch", "same pipeline, PyTorch eager", "tab:orange"),
-           ("cot", "CoT generate (PyTorch)", "tab:red"))
+           ("cot", "chain of thought (Qwen2.5-Coder-0.5B)", "tab:red"))
 
 
 def available() -> str | None:
@@ -40,18 +41,54 @@ def _series(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[name] = {"sweep": figures.get("sweep", []),
                          "latency_ms": figures.get("latency_ms", []),
                          "stage_seconds": figures.get("stage_seconds"),
-                         "problems": figures.get("problems")}
+                         "problems": figures.get("problems"),
+                         "accuracy": figures.get("accuracy"),
+                         "problems_per_second": figures.get("problems_per_second"),
+                         "latency_ms_p50": figures.get("latency_ms_p50")}
+    out["runtime"].update(accuracy=report.get("accuracy"),
+                          problems_per_second=report["problems_per_second"],
+                          latency_ms_p50=report["latency_ms_p50"])
     return out
 
 
+def _accuracy_against_speed(report: dict[str, Any], series: dict[str, dict[str, Any]],
+                            out: Path) -> str:
+    """Accuracy against problems/s (batched) and against batch-1 p50 latency, one point per
+    system of this run (a system without accuracy is left out of the plot)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    panels = (("problems_per_second", "problems / second (batched), log scale"),
+              ("latency_ms_p50", "latency p50, batch 1 (ms), log scale"))
+    for ax, (field, xlabel) in zip(axes, panels, strict=True):
+        for name, label, color in SYSTEMS:
+            point = series.get(name, {})
+            if point.get("accuracy") is None or not point.get(field):
+                continue
+            ax.scatter([point[field]], [100.0 * point["accuracy"]], s=70, color=color,
+                       label=label, zorder=3)
+            ax.annotate(f"{100.0 * point['accuracy']:.1f} %", (point[field],
+                        100.0 * point["accuracy"]), textcoords="offset points", xytext=(6, 6))
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"accuracy (%), {report['problems']} problems")
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("Accuracy against speed (up and right is better on the left panel, "
+                 "up and left on the right)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out / "accuracy_vs_speed.png")
+
+
 def draw(report: dict[str, Any], out: Path) -> list[str]:
-    """Write the three PNGs into ``out``; returns their paths ([] without matplotlib)."""
+    """Write the four PNGs into ``out``; returns their paths ([] without matplotlib)."""
     if available() is not None:
         return []
     import matplotlib.pyplot as plt
 
     series = _series(report)
-    paths = []
+    paths = [_accuracy_against_speed(report, series, out)]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, label, color in SYSTEMS:

@@ -2,14 +2,20 @@
 
     python -m benchmarks.run --data FILE.jsonl [--split all|dev] [--artifacts DIR]
         [--checkpoint DIR] [--limit N] [--provider auto|cpu|cuda|tensorrt] [--threads N]
-        [--batch-size N] [--sweep 1,4,16,64] [--baselines torch,cot] [--cot-tokens 200]
-        [--latency-limit N] [--cot-latency-limit 32] [--warmup N] [--spans-from DIR]
-        [--profile] [--note TEXT] [--quick] --out DIR
+        [--batch-size N] [--sweep 1,4,16,64] [--baselines torch,cot] [--cot-tokens 320]
+        [--cot-batch-size 4] [--cot-shots FILE] [--latency-limit N] [--cot-latency-limit 16]
+        [--warmup N] [--spans-from DIR] [--profile] [--note TEXT] [--quick] --out DIR
 
 Writes DIR/report.json (fixed field names, see benchmarks/report.py), DIR/report.md
 and PNG plots. Each system is measured in its own process (benchmarks/worker.py),
 one after the other: the runtime's process never imports torch. Gold answers are
 read only after solving and never reach a solver.
+
+Baselines: ``torch`` runs the same pipeline on PyTorch eager from ``--checkpoint``; without
+one (the embedded default ships only ONNX) from a random checkpoint of the artifacts' own
+shapes fed the artifacts' own spans, labelled so. ``cot`` is Qwen2.5-Coder-0.5B-Instruct
+writing a few-shot chain of thought on onnxruntime-genai (``benchmarks/cot.py``), fetched
+and built on first use and cached.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ BASELINES = ("torch", "cot")
 SWEEP = (1, 4, 16, 64, 256)
 # Quick (smoke) mode: a handful of problems, short CoT, two batch sizes; well-formedness only.
 QUICK = {"limit": 4, "batch_size": 4, "warmup": 1, "latency_limit": 2, "cot_tokens": 32}
-COT_TOKENS = 200
-COT_LATENCY_LIMIT = 32
+COT_TOKENS = 320
+COT_BATCH_SIZE = 4
+COT_LATENCY_LIMIT = 16
+QUICK_SHOT_LINES = (1,)  # one worked example: the tiny quick model's context is short
 EXAMPLES = ROOT / "examples" / "problems.jsonl"
 
 
@@ -110,10 +118,13 @@ def _agreement(runtime: list[str | None], other: list[str | None]) -> float:
               "[default: 1,4,16,64,256 up to the problem count, and --batch-size].")
 @click.option("--baselines", default="", help="Comma-separated: torch, cot.")
 @click.option("--cot-tokens", type=click.IntRange(1, 4096), default=None,
-              help=f"Tokens the CoT baseline writes per problem, forced [default: {COT_TOKENS}; "
-              f"quick: {QUICK['cot_tokens']}].")
-@click.option("--cot-weights", type=click.Choice(["extractor", "random"]), default="extractor",
-              show_default=True, help="Weights of the CoT model (the extractor's shape).")
+              help=f"Most tokens the CoT baseline writes per problem (it stops at its end of "
+              f"turn) [default: {COT_TOKENS}; quick: {QUICK['cot_tokens']}].")
+@click.option("--cot-batch-size", type=click.IntRange(1, 256), default=COT_BATCH_SIZE,
+              show_default=True, help="Problems per batch of the CoT engine.")
+@click.option("--cot-shots", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="GSM8K train.jsonl giving the CoT's worked examples (lines 1-4) "
+              "[default: ../shared/data/gsm8k/train.jsonl].")
 @click.option("--latency-limit", type=click.IntRange(1), default=None,
               help="Problems timed one at a time (default: all).")
 @click.option("--cot-latency-limit", type=click.IntRange(1), default=COT_LATENCY_LIMIT,
@@ -135,7 +146,8 @@ def _agreement(runtime: list[str | None], other: list[str | None]) -> float:
               help="Folder for report.json, report.md and the plots.")
 def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path | None,
          limit: int | None, provider: str, threads: int | None, batch_size: int | None,
-         sweep: str | None, baselines: str, cot_tokens: int | None, cot_weights: str,
+         sweep: str | None, baselines: str, cot_tokens: int | None, cot_batch_size: int,
+         cot_shots: Path | None,
          latency_limit: int | None, cot_latency_limit: int, warmup: int | None, profile: bool,
          spans_from: Path | None, note: str | None,
          quick: bool, out: Path) -> None:
@@ -181,8 +193,13 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
             folder = resolve_artifacts(artifacts)
         except MyceliumError as exc:
             raise click.ClickException(str(exc)) from None
-        if asked and checkpoint is None:
-            raise click.UsageError("--baselines needs --checkpoint (the artifacts' checkpoint)")
+        torch_model, overrides = None, {}
+        if "torch" in asked:
+            if checkpoint is None:
+                checkpoint, torch_model = _checkpoint_like(folder, work)
+                overrides["torch"] = {"spans_from": str(spans_from or folder)}
+            else:
+                torch_model = f"the same pipeline on PyTorch eager, checkpoint {checkpoint}"
         if checkpoint is not None:
             try:
                 check_exported_from(checkpoint, load_manifest(folder, verify=False))
@@ -202,7 +219,10 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
             "profile": profile,
             "spans_from": str(spans_from) if spans_from else None,
             "cot_tokens": cot_tokens,
-            "cot_weights": cot_weights,
+            "cot_batch_size": cot_batch_size,
+            "cot_shots": str(cot_shots) if cot_shots else None,
+            "cot_shot_lines": list(QUICK_SHOT_LINES) if quick else None,
+            "cot_source": str(checkpoint / "extractor") if quick and checkpoint else None,
         }
         load = {"start": machine_load()}
         _log(f"runtime: {len(problems)} problems from {data}, artifacts {folder}")
@@ -216,7 +236,8 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
             _log(f"baseline {name}")
             load[f"before_{name}"] = machine_load(0.2)
             try:
-                figures[name] = run_worker({**job, "kind": name, "profile": False}, work)
+                figures[name] = run_worker(
+                    {**job, "kind": name, "profile": False, **overrides.get(name, {})}, work)
             except (RuntimeError, subprocess.SubprocessError) as exc:
                 figures[name] = {"error": str(exc)}
         load["end"] = machine_load(0.2)
@@ -229,12 +250,18 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
             runtime["answers"], torch_figures["answers"]
         )
         torch_figures["accuracy"] = accuracy(torch_figures["answers"], golds)["accuracy"]
+        torch_figures["model"] = torch_model
+    cot_figures = figures.get("cot")
+    if cot_figures and "answers" in cot_figures:
+        cot_figures["accuracy_detail"] = accuracy(cot_figures["answers"], golds)
+        cot_figures["accuracy"] = cot_figures["accuracy_detail"]["accuracy"]
+        _write_solutions(out / "cot_solutions.jsonl", problems, cot_figures, golds)
     config = {
         "data": str(data), "split": split, "limit": limit, "artifacts": str(folder),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "provider_requested": provider, "threads": threads, "batch_size": batch_size,
         "sweep": list(sizes), "baselines": list(asked), "cot_tokens": cot_tokens,
-        "cot_weights": cot_weights, "latency_limit": latency_limit,
+        "cot_batch_size": cot_batch_size, "latency_limit": latency_limit,
         "cot_latency_limit": cot_latency_limit, "quick": quick,
         "python": sys.version.split()[0], "note": note,
         "spans_from": str(spans_from) if spans_from else None,
@@ -257,6 +284,28 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
     if problems_found:
         raise click.ClickException("malformed report: " + "; ".join(problems_found))
     _summary(report)
+
+
+def _checkpoint_like(artifacts: Path, work: Path) -> tuple[Path, str]:
+    """A random checkpoint of the artifacts' own shapes (their checkpoint is not at hand)."""
+    from .make_checkpoint import checkpoint_like
+
+    _log(f"torch: no --checkpoint; a random checkpoint of the shapes of {artifacts}, "
+         "fed the artifacts' own spans")
+    checkpoint = checkpoint_like(artifacts, work / "checkpoint_like")
+    return checkpoint, ("random weights of the artifacts' own shapes (their checkpoint is not "
+                        "at hand), fed the artifacts' own spans: speed only, accuracy "
+                        "meaningless")
+
+
+def _write_solutions(path: Path, problems: list, figures: dict[str, Any],
+                     golds: list) -> None:
+    """What the CoT model wrote for each problem, with its answer and the gold value."""
+    with path.open("w", encoding="utf-8") as sink:
+        for problem, text, answer, gold in zip(problems, figures.pop("solutions", []),
+                                               figures["answers"], golds, strict=False):
+            sink.write(json.dumps({"id": problem.id, "solution": text, "answer": answer,
+                                   "gold": None if gold is None else str(gold)}) + "\n")
 
 
 def _profile_top(text: str, lines: int = 22) -> str:

@@ -84,39 +84,52 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_cot(job: dict[str, Any]) -> dict[str, Any]:
-    """Chain-of-thought generation by a causal LM of the extractor's shape."""
-    import torch
-    from tokenizers import Tokenizer
+    """Chain of thought by a real small LM on onnxruntime-genai (``benchmarks.cot``): the
+    pinned Qwen2.5-Coder-0.5B-Instruct, or in quick mode the tiny checkpoint's extractor."""
+    import onnxruntime_genai
 
-    from mycelium.runtime.spec import SolverSpec
-
-    from .cot import CotGenerator, load_cot_model, measure_cot
-
-    checkpoint = Path(job["checkpoint"])
-    if job.get("threads"):
-        torch.set_num_threads(job["threads"])
-    start = time.perf_counter()
-    model = load_cot_model(checkpoint, job.get("cot_weights", "extractor"))
-    tokenizer = Tokenizer.from_file(str(checkpoint / "extractor" / "tokenizer.json"))
-    spec = SolverSpec.from_dict(json.loads((checkpoint / "mycelium.json").read_text("utf-8")))
-    special = spec.special_tokens
-    generator = CotGenerator(
-        model, tokenizer,
-        pad_id=tokenizer.token_to_id(special["pad"]),
-        eos_id=tokenizer.token_to_id(special["eos"]),
-        new_tokens=job.get("cot_tokens", 200),
-        max_prompt_tokens=spec.max_problem_tokens,
+    from .cot import (
+        COT_PRECISION,
+        ENGINE,
+        CotEngine,
+        build_engine_model,
+        chat_template,
+        default_cache,
+        load_shots,
+        measure_cot,
+        pinned_cot_model,
     )
+
+    cache = Path(job["cot_cache"]) if job.get("cot_cache") else default_cache()
+    start = time.perf_counter()
+    if job.get("cot_source"):  # quick mode: a tiny causal LM folder, fp32
+        source = Path(job["cot_source"])
+        folder = build_engine_model(source, cache / "quick", precision="fp32")
+        model = f"tiny random causal LM ({source}), {ENGINE} fp32 (quick mode: speed only)"
+    else:
+        folder = pinned_cot_model(cache)
+        source = Path(json.loads((folder / "mycelium-cot.json").read_text("utf-8"))["source"])
+        model = (f"Qwen2.5-Coder-0.5B-Instruct (pinned GGUF, sha256 1d9614638d18...), "
+                 f"{ENGINE} {onnxruntime_genai.__version__} {COT_PRECISION} CPU, "
+                 f"{len(job.get('cot_shot_lines') or (1, 2, 3, 4))}-shot chat, greedy")
+    build_seconds = time.perf_counter() - start
+    _progress(f"CoT model ready in {build_seconds:.1f}s: {folder}")
+    shots = load_shots(job.get("cot_shots"), *(
+        [tuple(job["cot_shot_lines"])] if job.get("cot_shot_lines") else []))
+    start = time.perf_counter()
+    engine = CotEngine(folder, shots, template=chat_template(source),
+                       threads=job.get("threads"), new_tokens=job.get("cot_tokens") or 320)
     load_seconds = time.perf_counter() - start
-    _progress(f"CoT model loaded in {load_seconds:.1f}s ({torch.get_num_threads()} threads)")
+    _progress(f"CoT model loaded in {load_seconds:.1f}s")
     out = measure_cot(
-        generator, job["questions"], batch_size=job["batch_size"], warmup=job.get("warmup"),
+        engine, job["questions"], batch_size=job.get("cot_batch_size") or job["batch_size"],
+        warmup=job.get("warmup"),
         latency_limit=job.get("cot_latency_limit") or job.get("latency_limit"),
         progress=_progress,
     )
-    out.update(load_seconds=load_seconds, provider="torch-eager-cpu", precision="fp32",
-               weights=job.get("cot_weights", "extractor"),
-               torch_threads=torch.get_num_threads(), torch_version=torch.__version__)
+    out.update(load_seconds=load_seconds, build_seconds=build_seconds, model=model,
+               provider=f"{ENGINE}-cpu", precision="fp32" if job.get("cot_source")
+               else COT_PRECISION, engine_version=onnxruntime_genai.__version__)
     return out
 
 

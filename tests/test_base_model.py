@@ -4,6 +4,7 @@ converted to a Hugging Face checkpoint whose weights and tokenizer are the GGUF'
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def _byte_alphabet() -> list[str]:
 
 
 MERGES = ["Ġ t", "h e", "Ġt he", "a t", "c at"]
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}")
 
 
 def write_tiny_gguf(path: Path, pre: str = "qwen2", seed: int = 0) -> dict[str, np.ndarray]:
@@ -66,6 +69,7 @@ def write_tiny_gguf(path: Path, pre: str = "qwen2", seed: int = 0) -> dict[str, 
     writer.add_bos_token_id(vocab - 2)
     writer.add_eos_token_id(vocab - 1)
     writer.add_pad_token_id(vocab - 2)
+    writer.add_chat_template(CHAT_TEMPLATE)
     head = HIDDEN // HEADS
     shapes = {
         "token_embd.weight": (vocab, HIDDEN), "output_norm.weight": (HIDDEN,),
@@ -144,6 +148,8 @@ def test_fetch_base_converts_the_verified_gguf(tiny_index, tmp_path: Path) -> No
     encoded = tokenizer.encode("the cat the 48")
     assert encoded.tokens == ["t", "he", "Ġ", "cat", "Ġthe", "Ġ", "4", "8"]
     assert tokenizer.decode(encoded.ids) == "the cat the 48"
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["chat_template"] == CHAT_TEMPLATE  # the GGUF's own, carried as data
     with torch.no_grad():
         logits = model(torch.tensor([encoded.ids])).logits
     assert logits.shape == (1, len(encoded.ids), len(embed))

