@@ -1,4 +1,11 @@
-"""Check that an artifacts folder was exported from a checkpoint (torch-free)."""
+"""Check that an artifacts folder was exported from a checkpoint (torch-free).
+
+A checkpoint written by ``benchmarks.make_checkpoint.checkpoint_like`` was not exported
+to the artifacts: it mirrors them (their mycelium.json, tokenizers, labels and every
+graph's shapes, with random weights), so the same check holds for it honestly. Its
+``LIKE_STAMP`` file says so: :func:`like_stamp` reads it, for a report to label the
+baseline as one of the same shapes rather than of the same weights.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from mycelium.runtime.errors import MyceliumError
 from mycelium.runtime.manifest import Manifest
 from mycelium.runtime.spec import SolverSpec
 
+LIKE_STAMP = "checkpoint_like.json"  # written by make_checkpoint.checkpoint_like
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -18,6 +27,16 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def like_stamp(checkpoint: str | Path) -> dict | None:
+    """What a checkpoint made by ``checkpoint_like`` mirrors (``like``: the artifacts
+    folder, ``manifest_sha256``, ``seed``, ``models``: each model's shapes and where its
+    head count came from); None for any other checkpoint."""
+    path = Path(checkpoint) / LIKE_STAMP
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def check_exported_from(checkpoint: Path, manifest: Manifest) -> None:

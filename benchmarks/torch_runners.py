@@ -156,7 +156,9 @@ def load_torch_solver(
     """A Solver whose three models run on PyTorch eager from ``checkpoint``.
 
     Tokenizers, templates and search settings come from the artifacts' manifest,
-    which must have been exported from this checkpoint.
+    which must have been exported from this checkpoint, or mirrored by it
+    (``benchmarks.make_checkpoint.checkpoint_like``: the same shapes, random weights,
+    stamped so; ``benchmarks.provenance.like_stamp`` tells).
     """
     if threads:
         torch.set_num_threads(threads)
