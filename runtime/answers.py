@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import MyceliumError
+from .memory import release_memory
 from .records import InputRecord
 from .spec import search_record
 
@@ -31,6 +32,7 @@ def solve_records(solver: Any, batch: list[InputRecord]) -> list[dict[str, Any]]
                 results[at] = single.to_record()
             except MyceliumError as exc:
                 results[at] = error_record(record.id, str(exc))
+    release_memory()  # the batch's tensors are freed: give their pages back
     return [results[at] if r.question is not None else error_record(r.id, r.error)
             for at, r in enumerate(batch)]
 
@@ -59,7 +61,9 @@ def info_payload(solver: Any) -> dict[str, Any]:
         "manifest": solver.manifest.summary(),
         "search": search_record(solver.spec.search),
         "answer_scorer": (
-            f"learned ({len(solver.spec.answer_scorer.features)} candidate features)"
+            "program writer (its finished programs' beam probability pooled per value)"
+            if solver.manifest.writes_programs
+            else f"learned ({len(solver.spec.answer_scorer.features)} candidate features)"
             if solver.spec.answer_scorer is not None
             else "default ranking (mean step log-probability, answer-class prior)"
         ),

@@ -1,0 +1,39 @@
+"""Freed heap pages go back to the system after each batch (runtime/memory.py)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from mycelium.runtime import answers
+from mycelium.runtime.errors import MyceliumError
+from mycelium.runtime.memory import release_memory
+from mycelium.runtime.records import InputRecord
+
+
+def test_release_memory_runs_on_glibc() -> None:
+    # CI and the development machine run glibc Linux; elsewhere it is a no-op
+    assert release_memory() is sys.platform.startswith("linux")
+
+
+class _Solver:
+    """Fails a batch that holds the question "bad"; answers the others one by one."""
+
+    def solve(self, questions, ids):
+        if "bad" in questions:
+            raise MyceliumError("bad problem")
+        return [SimpleNamespace(to_record=lambda i=i: {"id": i, "answer": 1, "error": None})
+                for i in ids]
+
+
+def test_each_batch_releases_memory_and_keeps_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(answers, "release_memory", lambda: calls.append(1) or True)
+    batch = [InputRecord(1, "a", question="q1"), InputRecord(2, "b", error="line 2: bad"),
+             InputRecord(3, "c", question="bad"), InputRecord(4, "d", question="q4")]
+    records = answers.solve_records(_Solver(), batch)
+    assert [r["id"] for r in records] == ["a", "b", "c", "d"]
+    assert [r["error"] for r in records] == [None, "line 2: bad", "bad problem", None]
+    assert len(calls) == 1
