@@ -197,6 +197,7 @@ def test_serve_answers_as_solve(artifacts, reference) -> None:
         pick = reference[question][0]
         assert record["answer_exact"] == (format_fraction(pick) if pick is not None else None)
     assert set(described["manifest"]["models"]) == {"segmenter", "writer"}
+    assert described["answer_scorer"].startswith("program writer")
 
 
 def test_the_python_solver_needs_no_torch(artifacts, reference) -> None:
