@@ -1,7 +1,7 @@
 """Write a random-weight Mycelium checkpoint (docs/ARCHITECTURE.md, checkpoint contract).
 
     python -m benchmarks.make_checkpoint --shape tiny|qwen2.5-0.5b -o DIR [--seed N]
-    python -m benchmarks.make_checkpoint --like ARTIFACTS -o DIR [--seed N]
+    python -m benchmarks.make_checkpoint --like ARTIFACTS -o DIR [--weights random] [--seed N]
 
 The three specialists are built by the trainer's constructors (``mycelium.train.models``)
 with random weights (``torch.manual_seed``) in the chosen shape, and share the trainer's
@@ -11,10 +11,11 @@ model size.
 
 ``--like ARTIFACTS`` (:func:`checkpoint_like`) instead mirrors an artifacts folder whose
 checkpoint is not at hand (the embedded default ships only ONNX): every model gets the
-architecture and shapes its ONNX graph holds, random weights, and the artifacts' own
-tokenizers, labels and mycelium.json, so ``benchmarks.torch_runners.load_torch_solver``
-accepts it for those artifacts. Its weights are not the graphs' (a speed baseline of the
-same shapes, not an accuracy one): the checkpoint says so in ``LIKE_STAMP``.
+architecture and shapes its ONNX graph holds, the graph's own weights (int8 ones
+dequantized, ``benchmarks.artifact_weights``; ``--weights random``: random ones, the
+same shapes only), and the artifacts' own tokenizers, labels and mycelium.json, so
+``benchmarks.torch_runners.load_torch_solver`` accepts it for those artifacts and runs
+the same models as the runtime. The checkpoint says which weights in ``LIKE_STAMP``.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def make_checkpoint(shape: str, out: Path, seed: int = 0) -> Path:
 # --- a checkpoint like an artifacts folder ------------------------------------------------
 
 ROLE_NAMES = ("segmenter", "classifier", "extractor")
+WEIGHTS = {  # checkpoint_like's weights= choices, as LIKE_STAMP's "weights" describes them
+    "artifacts": "the artifacts' own, int8 ones dequantized "
+                 "(benchmarks.artifact_weights.fill_from_graph)",
+    "random": "random, the artifacts' shapes only (benchmarks.make_checkpoint.checkpoint_like)",
+}
 BERT_HEAD_DIM = 64  # BERT's convention (base, large), used only when the graph hides it
 QWEN2_HEAD_DIM = 64  # Qwen2's convention (0.5B..72B), when neither graph nor manifest says
 QWEN2_POSITIONS = 512  # the trainer's BackboneSize default (RoPE: no weights depend on it)
@@ -391,18 +397,28 @@ def _build_like(name: str, shape: GraphShape, spec: Any, solver: SolverSpec,
         hf_logging.set_verbosity(verbosity)
 
 
-def checkpoint_like(artifacts: Path, out: Path, seed: int = 0) -> Path:
-    """Write into ``out`` a random-weight checkpoint shaped like the artifacts folder
-    ``artifacts``; returns ``out``.
+def checkpoint_like(artifacts: Path, out: Path, seed: int = 0,
+                    weights: str = "artifacts") -> Path:
+    """Write into ``out`` a checkpoint of the artifacts folder ``artifacts``: its models'
+    architectures and shapes, and with ``weights="artifacts"`` (the default) their
+    weights; returns ``out``.
 
     Each model (segmenter, classifier, extractor) gets its graph's architecture and shapes
-    (:func:`graph_shape`), the manifest's labels and special tokens, random weights
-    (``torch.manual_seed(seed + i)``) and the artifacts' own tokenizer; mycelium.json is
-    the manifest's, so
+    (:func:`graph_shape`), the manifest's labels and special tokens and the artifacts' own
+    tokenizer; mycelium.json is the manifest's, so
     ``benchmarks.provenance.check_exported_from`` holds for these artifacts without any
-    allowance. ``LIKE_STAMP`` records what it mirrors (``like_stamp`` reads it): the
-    weights are not the graphs', so a PyTorch baseline run on it measures the speed of
-    the same shapes, never their accuracy (feed it the artifacts' own spans).
+    allowance. Its weights:
+
+    - ``"artifacts"``: the graph's own, int8 ones dequantized
+      (:func:`benchmarks.artifact_weights.fill_from_graph`: every parameter mapped to its
+      weight by the graph's structure, the filled model checked against onnxruntime on
+      sample inputs), so a PyTorch baseline run on it computes the same model as the
+      runtime (fp32 activations where an int8 graph quantizes them);
+    - ``"random"``: ``torch.manual_seed(seed + i)``, the same shapes only: a baseline run
+      on it measures their speed, never their accuracy, and its models neither stop nor
+      prune as the trained ones do.
+
+    ``LIKE_STAMP`` records what it mirrors and which weights (``like_stamp`` reads it).
     """
     import torch
 
@@ -410,6 +426,8 @@ def checkpoint_like(artifacts: Path, out: Path, seed: int = 0) -> Path:
 
     from .provenance import LIKE_STAMP
 
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights {weights!r}: choose from {', '.join(WEIGHTS)}")
     artifacts, out = Path(artifacts), Path(out)
     manifest = load_manifest(artifacts, verify=False)
     missing = [name for name in ROLE_NAMES if name not in manifest.models]
@@ -422,8 +440,10 @@ def checkpoint_like(artifacts: Path, out: Path, seed: int = 0) -> Path:
     stamp: dict[str, Any] = {
         "like": str(artifacts.resolve()),
         "manifest_sha256": hashlib.sha256((artifacts / MANIFEST_NAME).read_bytes()).hexdigest(),
+        "precision": manifest.precision,
         "seed": seed,
-        "weights": "random (benchmarks.make_checkpoint.checkpoint_like)",
+        "weights": WEIGHTS[weights],
+        "weights_from": weights,
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="like_", dir=out) as scratch:
@@ -432,11 +452,17 @@ def checkpoint_like(artifacts: Path, out: Path, seed: int = 0) -> Path:
             shape = graph_shape(artifacts / spec.file, spec)
             torch.manual_seed(seed + offset)
             model = _build_like(name, shape, spec, solver, Path(scratch)).eval()
+            entry = {key: value for key, value in vars(shape).items() if value is not None}
+            if weights == "artifacts":
+                from .artifact_weights import fill_from_graph
+
+                filled = fill_from_graph(model, name, shape.architecture,
+                                         artifacts / spec.file, spec)
+                entry["weights"] = filled.summary()
             folder = out / name
             model.save_pretrained(folder, safe_serialization=True)
             shutil.copyfile(artifacts / spec.tokenizer, folder / "tokenizer.json")
-            stamp["models"][name] = {key: value for key, value in vars(shape).items()
-                                     if value is not None}
+            stamp["models"][name] = entry
             del model
             gc.collect()
     (out / "mycelium.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
@@ -449,17 +475,20 @@ def checkpoint_like(artifacts: Path, out: Path, seed: int = 0) -> Path:
               help="Model dimensions.")
 @click.option("--like", "like", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None,
-              help="Artifacts folder to mirror instead of --shape: each model's architecture "
-                   "and shapes from its ONNX graph, its tokenizer and labels, random weights.")
+              help="Artifacts folder to mirror instead of --shape: each model's architecture, "
+                   "shapes and weights from its ONNX graph, its tokenizer and labels.")
+@click.option("--weights", type=click.Choice(sorted(WEIGHTS)), default="artifacts",
+              show_default=True,
+              help="With --like: the graphs' own weights (int8 dequantized) or random ones.")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
               help="Checkpoint folder to write.")
 @click.option("--seed", type=int, default=0, show_default=True, help="torch.manual_seed base.")
-def main(shape: str, like: Path | None, output: Path, seed: int) -> None:
+def main(shape: str, like: Path | None, weights: str, output: Path, seed: int) -> None:
     """Write a random-weight Mycelium checkpoint of the given shape, or like an artifacts
     folder (--like)."""
     if like is not None:
-        checkpoint_like(like, output, seed=seed)
-        click.echo(f"wrote a random checkpoint like {like} to {output}")
+        checkpoint_like(like, output, seed=seed, weights=weights)
+        click.echo(f"wrote a checkpoint like {like} ({weights} weights) to {output}")
         return
     make_checkpoint(shape, output, seed=seed)
     click.echo(f"wrote {shape} checkpoint to {output}")

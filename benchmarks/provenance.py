@@ -2,9 +2,10 @@
 
 A checkpoint written by ``benchmarks.make_checkpoint.checkpoint_like`` was not exported
 to the artifacts: it mirrors them (their mycelium.json, tokenizers, labels and every
-graph's shapes, with random weights), so the same check holds for it honestly. Its
-``LIKE_STAMP`` file says so: :func:`like_stamp` reads it, for a report to label the
-baseline as one of the same shapes rather than of the same weights.
+graph's shapes, with the graphs' own weights read back, or random ones), so the same
+check holds for it honestly. Its ``LIKE_STAMP`` file says so: :func:`like_stamp` reads
+it, for a report to label the baseline by the weights it ran (``weights_from``:
+``artifacts`` or ``random``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ def _sha256(path: Path) -> str:
 
 def like_stamp(checkpoint: str | Path) -> dict | None:
     """What a checkpoint made by ``checkpoint_like`` mirrors (``like``: the artifacts
-    folder, ``manifest_sha256``, ``seed``, ``models``: each model's shapes and where its
-    head count came from); None for any other checkpoint."""
+    folder, ``manifest_sha256``, ``precision``, ``seed``, ``weights_from``: ``artifacts``
+    (the graphs' weights, dequantized) or ``random``, ``weights``: that in words,
+    ``models``: each model's shapes, where its head count came from and, for the
+    graphs' weights, how they were mapped and checked); None for any other checkpoint.
+    A stamp written before ``weights_from`` existed is of random weights."""
     path = Path(checkpoint) / LIKE_STAMP
     if not path.is_file():
         return None

@@ -287,15 +287,18 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
 
 
 def _checkpoint_like(artifacts: Path, work: Path) -> tuple[Path, str]:
-    """A random checkpoint of the artifacts' own shapes (their checkpoint is not at hand)."""
+    """A checkpoint of the artifacts' own models, their weights read back from the graphs
+    (their checkpoint is not at hand)."""
     from .make_checkpoint import checkpoint_like
+    from .provenance import like_stamp
 
-    _log(f"torch: no --checkpoint; a random checkpoint of the shapes of {artifacts}, "
-         "fed the artifacts' own spans")
-    checkpoint = checkpoint_like(artifacts, work / "checkpoint_like")
-    return checkpoint, ("random weights of the artifacts' own shapes (their checkpoint is not "
-                        "at hand), fed the artifacts' own spans: speed only, accuracy "
-                        "meaningless")
+    _log(f"torch: no --checkpoint; the weights of {artifacts}'s graphs read back into a "
+         "checkpoint (dequantized)")
+    checkpoint = checkpoint_like(artifacts, work / "checkpoint_like", weights="artifacts")
+    stamp = like_stamp(checkpoint) or {}
+    return checkpoint, (f"the artifacts' own models on PyTorch eager, their "
+                        f"{stamp.get('precision', '')} weights read back from the graphs "
+                        "(dequantized, fp32 activations), fed the artifacts' own spans")
 
 
 def _write_solutions(path: Path, problems: list, figures: dict[str, Any],

@@ -157,8 +157,9 @@ def load_torch_solver(
 
     Tokenizers, templates and search settings come from the artifacts' manifest,
     which must have been exported from this checkpoint, or mirrored by it
-    (``benchmarks.make_checkpoint.checkpoint_like``: the same shapes, random weights,
-    stamped so; ``benchmarks.provenance.like_stamp`` tells).
+    (``benchmarks.make_checkpoint.checkpoint_like``: the same shapes and, by default, the
+    graphs' own weights dequantized, or random ones, stamped so;
+    ``benchmarks.provenance.like_stamp`` tells).
     """
     if threads:
         torch.set_num_threads(threads)

@@ -1,5 +1,6 @@
-"""checkpoint_like: a random checkpoint shaped like an artifacts folder (issue 26), which
-the PyTorch-eager baseline loads for those artifacts."""
+"""checkpoint_like: a checkpoint shaped like an artifacts folder (issue 26), with the
+graphs' own weights read back (dequantized) or random ones, which the PyTorch-eager
+baseline loads for those artifacts."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def test_a_checkpoint_like_an_export_has_its_parameters_and_solves(
         request: pytest.FixtureRequest, tiny_checkpoint: Path, tmp_path: Path,
         precision: str) -> None:
     export = request.getfixturevalue(f"{precision}_export")
-    like = checkpoint_like(export.output, tmp_path / "like", seed=3)
+    like = checkpoint_like(export.output, tmp_path / "like", seed=3, weights="random")
     _assert_like(tiny_checkpoint, like, export.output)
+    assert like_stamp(like)["weights_from"] == "random"
     _solves(like, export.output)
 
 
@@ -107,6 +109,7 @@ def test_a_checkpoint_like_encoder_specialists_has_their_parameters(
     export = exports_once(tmp_path_factory, encoder_checkpoint, "like_encoders")("int8")
     like = checkpoint_like(export.output, tmp_path / "like")
     _assert_like(encoder_checkpoint, like, export.output)
+    _assert_within_quantization(encoder_checkpoint, like, export.output)
     _solves(like, export.output)
 
 
@@ -123,7 +126,7 @@ def test_a_checkpoint_like_the_embedded_default_has_its_graphs_shapes(tmp_path: 
     heads (2 KV) of 64, and load_torch_solver accepts it."""
     from mycelium.runtime.manifest import load_manifest
 
-    like = checkpoint_like(DEFAULT, tmp_path / "like")
+    like = checkpoint_like(DEFAULT, tmp_path / "like", weights="random")
     manifest = load_manifest(DEFAULT, verify=False)
     for role in ROLES:
         parameters = _parameters(like / role)
@@ -163,3 +166,140 @@ def test_a_checkpoint_like_the_embedded_default_has_its_graphs_shapes(tmp_path: 
     assert stamp["models"]["segmenter"]["heads_from"] == "graph"
     assert json.loads((like / "mycelium.json").read_text()) == manifest.mycelium
     _solves(like, DEFAULT)
+
+
+# --- the graphs' own weights -------------------------------------------------------------
+
+def _weights(folder: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _quantization_steps(artifacts: Path) -> dict[str, float]:
+    """Each role's largest int8 scale (a dequantized weight is within half of it)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    steps = {}
+    for role in ROLES:
+        graph = _graph(artifacts / f"{role}.onnx")
+        scales = [float(np.max(np.abs(numpy_helper.to_array(init)))) for init in
+                  graph.initializer if init.name.endswith("_scale")]
+        steps[role] = max(scales, default=0.0)
+    return steps
+
+
+def _assert_within_quantization(original: Path, like: Path, artifacts: Path) -> None:
+    import numpy as np
+
+    steps = _quantization_steps(artifacts)
+    for role in ROLES:
+        ours, theirs = _weights(like / role), _weights(original / role)
+        assert ours.keys() == theirs.keys(), role
+        assert steps[role] > 0, role
+        for name, value in theirs.items():
+            error = float(np.max(np.abs(ours[name] - value)))
+            assert error <= 0.5 * steps[role] + 1e-6, (role, name, error, steps[role])
+
+
+def test_a_checkpoint_from_an_fp32_export_is_the_original(
+        fp32_export, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The strongest check of the mapping: every parameter read back from the fp32
+    graphs (renamed MatMul weights, merged zero biases and unit norms, the tied head)
+    equals the checkpoint's own."""
+    import numpy as np
+
+    like = checkpoint_like(fp32_export.output, tmp_path / "like")
+    _assert_like(tiny_checkpoint, like, fp32_export.output)
+    for role in ROLES:
+        ours, theirs = _weights(like / role), _weights(tiny_checkpoint / role)
+        assert ours.keys() == theirs.keys(), role
+        for name, value in theirs.items():
+            np.testing.assert_allclose(ours[name], value, rtol=0, atol=1e-6, err_msg=name)
+    stamp = like_stamp(like)
+    assert stamp["weights_from"] == "artifacts" and stamp["precision"] == "fp32"
+    for role in ROLES:
+        record = stamp["models"][role]["weights"]
+        assert record["filled"] == record["parameters"] and not record["unread"], role
+        assert record["merged"], role  # the untrained zero biases and unit norms
+        assert record["output_relative_error"] <= 1e-4, role
+    assert stamp["models"]["extractor"]["weights"]["tied"] == [
+        "core.model.embed_tokens.weight"]
+    _solves(like, fp32_export.output)
+
+
+def test_a_checkpoint_from_an_int8_export_is_within_quantization_error(
+        int8_export, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    like = checkpoint_like(int8_export.output, tmp_path / "like")
+    _assert_within_quantization(tiny_checkpoint, like, int8_export.output)
+    stamp = like_stamp(like)
+    assert stamp["precision"] == "int8"
+    for role in ROLES:
+        record = stamp["models"][role]["weights"]
+        assert record["check"] == "int8 activations simulated", role
+        assert record["output_relative_error"] <= 1e-3, role
+        assert record["dequantized"] > 0, role
+
+
+def test_a_wrong_mapping_is_caught_by_the_numeric_check(fp32_export, int8_export,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Two layers' query projections have the same shape and both a bias: taking them in
+    the wrong order passes every shape check and must fail the comparison with
+    onnxruntime, for a float graph and for an int8 one."""
+    from benchmarks import artifact_weights
+
+    read = artifact_weights._Graph.__init__
+
+    def swapped(self, model):
+        read(self, model)
+        uses = self.uses["linear"]
+        other = next(i for i in range(1, len(uses)) if uses[i].shape == uses[0].shape
+                     and len(uses[i].values) == len(uses[0].values))
+        uses[0], uses[other] = uses[other], uses[0]
+
+    monkeypatch.setattr(artifact_weights._Graph, "__init__", swapped)
+    for export in (fp32_export, int8_export):
+        with pytest.raises(ValueError, match="differ from the graph's"):
+            checkpoint_like(export.output, tmp_path / export.precision)
+
+
+def test_the_cli_writes_random_weights_when_asked(fp32_export, tmp_path: Path) -> None:
+    out = tmp_path / "like"
+    result = CliRunner().invoke(main, ["--like", str(fp32_export.output), "--weights",
+                                       "random", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert like_stamp(out)["weights_from"] == "random"
+
+
+# examples/problems.jsonl, each solved alone, on the default's graphs (int8 activations)
+# and on PyTorch with their weights dequantized (fp32 activations): all five agreed when
+# written (and 21 of 25 dev questions more); the pages problem is the one an int8 batch of
+# five answers otherwise (test_golden's CLI_GOLDEN), so it is left out
+AGREEING = ("clips", "apples", "wages", "pens")
+
+
+def test_the_embedded_default_on_pytorch_answers_as_the_runtime(tmp_path: Path) -> None:
+    from benchmarks.torch_runners import load_torch_solver
+    from mycelium.runtime import Solver
+
+    like = checkpoint_like(DEFAULT, tmp_path / "like")
+    stamp = like_stamp(like)
+    assert stamp["weights_from"] == "artifacts" and stamp["precision"] == "int8"
+    for role in ROLES:
+        record = stamp["models"][role]["weights"]
+        assert record["filled"] == record["parameters"] and not record["unread"], role
+        assert record["output_relative_error"] <= 1e-3, role
+    examples = {row["id"]: row["question"] for row in map(
+        json.loads, (DEFAULT.parents[1] / "examples" / "problems.jsonl").read_text(
+            encoding="utf-8").splitlines())}
+    runtime = Solver.load(None, "cpu", threads=1)
+    torch_solver = load_torch_solver(like, DEFAULT, threads=1)
+    for key in AGREEING:
+        [ours] = torch_solver.solve([examples[key]])
+        [theirs] = runtime.solve([examples[key]])
+        assert_replays(ours.to_record())
+        assert ours.answer == theirs.answer, key
+        assert [step["op"] for step in ours.to_record()["program"]] == [
+            step["op"] for step in theirs.to_record()["program"]], key
