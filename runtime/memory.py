@@ -6,6 +6,11 @@ threshold rises to the largest block freed, up to 32 MiB), and the pages of one 
 shapes rarely fit the next call's. ``malloc_trim`` after each batch returns them, so the
 next batch starts from what the loaded models hold. Elsewhere (musl, macOS) it does
 nothing.
+
+``configure_allocator`` (called once, before the first session is made) also fixes glibc's
+mmap threshold at ``MMAP_THRESHOLD``: a tensor at least that large is mapped on its own and
+unmapped the moment it is freed, instead of the threshold rising to the largest block
+ever freed and such blocks staying in the heap between calls.
 """
 
 from __future__ import annotations
@@ -36,3 +41,16 @@ def release_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+@lru_cache(maxsize=1)
+def configure_allocator() -> bool:
+    """Fix glibc's mmap threshold (once per process); True when it could run here."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from .errors import ArtifactsError, MyceliumError
 from .manifest import ModelSpec
+from .memory import configure_allocator
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -117,6 +118,7 @@ def make_session(
     tensorrt_options: Mapping[str, object] | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession for one graph, with graph optimisations on."""
+    configure_allocator()  # before onnxruntime allocates: see runtime/memory.py
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
