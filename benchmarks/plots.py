@@ -70,6 +70,7 @@ def _accuracy_against_speed(report: dict[str, Any], series: dict[str, dict[str, 
             ax.annotate(f"{100.0 * point['accuracy']:.1f} %", (point[field],
                         100.0 * point["accuracy"]), textcoords="offset points", xytext=(6, 6))
         ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.2)  # room for the labels at both ends
         ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(f"accuracy (%), {report['problems']} problems")

@@ -17,7 +17,16 @@ from typing import Any
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MiB (Linux ru_maxrss is in KiB)."""
+    """Peak resident set size of this process, in MiB: /proc's VmHWM where there is one.
+
+    Not ``ru_maxrss``: across a vfork + exec (how subprocess starts this worker) Linux
+    carries the parent's high-water mark into it, so a parent that had loaded torch would
+    be counted as this worker's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -194,3 +194,17 @@ def test_cot_answer_is_the_answer_line_else_the_last_number(text: str, answer) -
     from benchmarks.cot import answer_of
 
     assert answer_of(text) == answer
+
+
+def test_a_worker_peak_rss_is_its_own_not_its_parents() -> None:
+    """A parent holding 300 MB starts a worker: the worker's peak stays its own."""
+    import subprocess
+    import sys
+
+    hold = bytearray(300 << 20)  # touched: resident in this (parent) process
+    hold[:: 4096] = b"\x01" * len(hold[:: 4096])
+    done = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.worker import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True, text=True, check=True)
+    assert float(done.stdout) < 200
+    del hold
