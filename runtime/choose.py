@@ -3,6 +3,7 @@ them to the answer scorer, pick the answer and calibrate its confidence."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -22,6 +23,10 @@ from .trace import SolveTrace, Variant
 from .verifier import CandidateInfo, candidate_features, tail_agreement, with_pool_features
 
 MAX_EXECUTIONS_FACTOR = 8  # executions tried per problem: this times max_candidates
+# (candidate, readings) combinations walked per problem, this times max_candidates: a
+# problem with many quantities can offer combinations whose steps never connect, which
+# cost no execution, and the best-first walk over them would otherwise never end
+MAX_WALKED_FACTOR = 1000
 
 
 @dataclass
@@ -57,7 +62,9 @@ def execute_candidates(
     out = Executed([], [])
     budget = spec.max_candidates
     executions = 0
-    for ranked in best_first(search.candidates(sets, spec), options):
+    walked = itertools.islice(best_first(search.candidates(sets, spec), options),
+                              budget * MAX_WALKED_FACTOR)
+    for ranked in walked:
         if len(out.valid) >= budget or executions >= budget * MAX_EXECUTIONS_FACTOR:
             break
         tail = ranked.candidate.tail
