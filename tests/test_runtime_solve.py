@@ -621,3 +621,30 @@ def test_model_kind_is_the_manifests_or_derived_for_an_older_one() -> None:
         data["models"]["classifier"]["kind"] = wrong
         with pytest.raises(ArtifactsError, match="kind"):
             parse_manifest(data)
+
+
+def test_the_best_first_walk_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many (candidate, readings) combinations a problem offers, the walk stops
+    after MAX_WALKED_FACTOR x max_candidates of them, found valid or not."""
+    from mycelium.runtime import choose
+
+    walked: list[int] = []
+    real = choose.best_first
+
+    def counted(candidates, options):
+        for ranked in real(candidates, options):
+            walked.append(1)
+            yield ranked
+
+    monkeypatch.setattr(choose, "best_first", counted)
+    monkeypatch.setattr(choose, "MAX_EXECUTIONS_FACTOR", 10**6)  # only the walk bound
+    solver = Solver.load(search=["max_candidates=3"])
+    question = "A shirt costs $15. How much do 3 shirts cost?"
+    monkeypatch.setattr(choose, "MAX_WALKED_FACTOR", 10**6)
+    solver.solve([question])
+    unbounded = len(walked)
+    walked.clear()
+    monkeypatch.setattr(choose, "MAX_WALKED_FACTOR", 1)
+    solver.solve([question])
+    assert unbounded > 3  # the walk goes past 3 combinations when let
+    assert len(walked) == 3  # one walk per problem, cut at 1 x max_candidates
