@@ -111,14 +111,30 @@ def cache_device(provider: str, io_binding: bool | None = None) -> str | None:
     return "cpu" if io_binding else None
 
 
+MEMORY_MODES = ("lean", "fast")
+
+
+def memory_mode() -> str:
+    """``$MYCELIUM_MEMORY``: ``lean`` (default: no onnxruntime arena, large tensors
+    returned to the system at once; peak RSS flat at about 3x the artifacts + 150 MB) or
+    ``fast`` (onnxruntime's arena and memory patterns: faster, several times the memory)."""
+    mode = os.environ.get("MYCELIUM_MEMORY", "lean").strip().lower() or "lean"
+    if mode not in MEMORY_MODES:
+        raise MyceliumError(f"MYCELIUM_MEMORY={mode!r} is not one of {', '.join(MEMORY_MODES)}")
+    return mode
+
+
 def make_session(
     path: Path,
     provider: str,
     threads: int | None = None,
     tensorrt_options: Mapping[str, object] | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession for one graph, with graph optimisations on."""
-    configure_allocator()  # before onnxruntime allocates: see runtime/memory.py
+    """An InferenceSession for one graph, with graph optimisations on, in the memory mode
+    ``$MYCELIUM_MEMORY`` names (``memory_mode``)."""
+    lean = memory_mode() == "lean"
+    if lean:
+        configure_allocator()  # before onnxruntime allocates: see runtime/memory.py
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -130,8 +146,10 @@ def make_session(
     # saw (power-of-two growth, never returned) while a pattern is cached per shape;
     # plain allocations go back to the system after each call, at no measured speed cost
     # (benchmarks/RESULTS.md, "Memory")
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
+    # ("fast" keeps onnxruntime's arena and patterns: about 1.6x the problems/s for about
+    # 1.8x the peak memory, benchmarks/RESULTS.md)
+    options.enable_cpu_mem_arena = not lean
+    options.enable_mem_pattern = not lean
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

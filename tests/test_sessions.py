@@ -90,3 +90,18 @@ def test_sessions_allocate_per_call_without_an_arena_or_memory_patterns() -> Non
     assert options.enable_cpu_mem_arena is False
     assert options.enable_mem_pattern is False
     assert options.intra_op_num_threads == 1
+
+
+def test_the_fast_memory_mode_keeps_the_arena(monkeypatch) -> None:
+    from mycelium.runtime.errors import MyceliumError
+    from mycelium.runtime.sessions import make_session
+
+    monkeypatch.setenv("MYCELIUM_MEMORY", "fast")
+    options = make_session(DEFAULT / "segmenter.onnx", "cpu", threads=1).get_session_options()
+    assert options.enable_cpu_mem_arena is True and options.enable_mem_pattern is True
+    monkeypatch.setenv("MYCELIUM_MEMORY", "lean")
+    options = make_session(DEFAULT / "segmenter.onnx", "cpu", threads=1).get_session_options()
+    assert options.enable_cpu_mem_arena is False
+    monkeypatch.setenv("MYCELIUM_MEMORY", "huge")
+    with pytest.raises(MyceliumError, match="MYCELIUM_MEMORY='huge'"):
+        make_session(DEFAULT / "segmenter.onnx", "cpu")
