@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -26,6 +28,18 @@ class _Group(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["checkpoint", *args]
         return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _export_errors() -> Iterator[None]:
+    """An export's errors as one line (a parity failure also prints its table)."""
+    try:
+        yield
+    except ParityError as exc:
+        click.echo(format_table(exc.rows), err=True)
+        raise click.ClickException(str(exc)) from None
+    except MyceliumError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -65,14 +79,9 @@ def checkpoint(checkpoint: Path, output: Path, precision: str, opset: int, force
     manifest.json, the only input of mycelium-rt. Progress goes to stderr; the parity
     table and a summary to stdout.
     """
-    try:
+    with _export_errors():
         report = export_checkpoint(checkpoint, output, precision=precision, opset=opset,
                                    force=force, verify=not no_verify, reuse=reuse)
-    except ParityError as exc:
-        click.echo(format_table(exc.rows), err=True)
-        raise click.ClickException(str(exc)) from None
-    except MyceliumError as exc:
-        raise click.ClickException(str(exc)) from None
     _summary(report, precision, no_verify)
 
 
@@ -103,14 +112,9 @@ def writer(run: Path, output: Path, precision: str, segmenter: Path | None, beam
     """
     from .writer import export_writer_set
 
-    try:
+    with _export_errors():
         report = export_writer_set(run, output, precision, segmenter=segmenter, opset=opset,
                                    force=force, verify=not no_verify, beam=beam)
-    except ParityError as exc:
-        click.echo(format_table(exc.rows), err=True)
-        raise click.ClickException(str(exc)) from None
-    except MyceliumError as exc:
-        raise click.ClickException(str(exc)) from None
     _summary(report, precision, no_verify)
 
 
