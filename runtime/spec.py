@@ -224,12 +224,14 @@ class WriterSettings:
     beam: int = 6  # programs kept per problem at each character
     max_chars: int = 90  # characters of a program, the executor's included
     problems_per_call: int = 8  # problems whose beams advance together (bounds the cache)
+    max_prompt_tokens: int = 1024  # a longer prompt is answered with an error record
 
     def __post_init__(self) -> None:
         if "{question}" not in self.prompt:
             raise ValueError("writer.prompt must hold {question}")
-        if min(self.beam, self.max_chars, self.problems_per_call) < 1:
-            raise ValueError("writer.beam, max_chars and problems_per_call must be >= 1")
+        if min(self.beam, self.max_chars, self.problems_per_call, self.max_prompt_tokens) < 1:
+            raise ValueError("writer.beam, max_chars, problems_per_call and max_prompt_tokens "
+                             "must be >= 1")
 
 
 @dataclass(frozen=True)

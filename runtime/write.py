@@ -55,21 +55,32 @@ def load_writer(runner: DecoderRunner, tokenizer: Path, model: ModelSpec,
 def write(writer: ProgramWriter, settings: WriterSettings, ids: Sequence[Any],
           questions: Sequence[str], spans: Sequence[list[Span]],
           constants: tuple[Fraction, ...], trace: bool = False) -> list[SolveResult]:
-    """One result per problem: the beams of ``settings.problems_per_call`` problems advance
-    together (their KV caches bounded), then each problem's answer is chosen."""
-    out: list[SolveResult] = []
+    """One result per problem, in order: the beams of ``settings.problems_per_call``
+    problems advance together (their KV caches bounded), then each problem's answer is
+    chosen. A prompt over ``settings.max_prompt_tokens`` tokens is answered with an error
+    record (its cache would not be bounded), the others are solved."""
+    out: dict[int, SolveResult] = {}
+    fits: list[int] = []
+    for n, question in enumerate(questions):
+        length = len(writer.prompt_ids(question))
+        if length > settings.max_prompt_tokens:
+            out[n] = SolveResult(id=ids[n], spans=spans[n],
+                                 error=f"the writer's prompt is {length} tokens, over "
+                                       f"max_prompt_tokens {settings.max_prompt_tokens}")
+        else:
+            fits.append(n)
     size = settings.problems_per_call
-    for at in range(0, len(questions), size):
-        kept = [[i for i, span in enumerate(s) if span.value is not None]
-                for s in spans[at:at + size]]
-        sources = [Sources(tuple(s[i].value for i in k), constants)  # type: ignore[misc]
-                   for s, k in zip(spans[at:at + size], kept, strict=True)]
-        programs = writer.beams(list(questions[at:at + size]), sources, settings.beam,
+    for at in range(0, len(fits), size):
+        chunk = fits[at:at + size]
+        kept = [[i for i, span in enumerate(spans[n]) if span.value is not None]
+                for n in chunk]
+        sources = [Sources(tuple(spans[n][i].value for i in k), constants)  # type: ignore[misc]
+                   for n, k in zip(chunk, kept, strict=True)]
+        programs = writer.beams([questions[n] for n in chunk], sources, settings.beam,
                                 settings.max_chars)
-        for k, found in enumerate(programs):
-            n = at + k
-            out.append(choose_written(ids[n], spans[n], found, sources[k], kept[k], trace))
-    return out
+        for k, (n, found) in enumerate(zip(chunk, programs, strict=True)):
+            out[n] = choose_written(ids[n], spans[n], found, sources[k], kept[k], trace)
+    return [out[n] for n in range(len(questions))]
 
 
 def executed_program(text: str, sources: Sources, kept: list[int], spans: list[Span]

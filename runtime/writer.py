@@ -75,12 +75,15 @@ class ProgramWriter:
         self.runner, self.tokenizer, self.prompt = runner, tokenizer, prompt
         self.alphabet, self.char_ids = alphabet, tuple(char_ids)
 
+    def prompt_ids(self, question: str) -> list[int]:
+        """The token ids of the prompt the writer reads for ``question``."""
+        return self.tokenizer.encode(self.prompt.format(question=question)).ids
+
     def beams(self, questions: list[str], sources: list[Sources], width: int = 8,
               max_chars: int = 90) -> list[list[Program]]:
         """Per problem, its finished valid programs: (answer, log-probability, text), best
         first (`grammar_beams` over this graph)."""
-        prompts = [self.tokenizer.encode(self.prompt.format(question=q)).ids
-                   for q in questions]
+        prompts = [self.prompt_ids(q) for q in questions]
         logits, state = self.runner.prefill(prompts)
         cache = {"state": state}
 

@@ -235,3 +235,24 @@ def test_the_int8_writer_is_weight_only_and_writes_the_program(artifacts, tmp_pa
     assert "MatMulNBits" in ops and "MatMulInteger" not in ops  # weights only, not dynamic
     (result,) = Solver.load(report.output, "cpu").solve([QUESTION])
     assert result.answer_exact == "72"
+
+
+def test_a_prompt_over_the_bound_is_an_error_record_and_the_batch_goes_on(artifacts) -> None:
+    from dataclasses import replace
+
+    from mycelium.runtime.solver import Solver
+
+    _, out = artifacts
+    solver = Solver.load(out, "cpu")
+    bound = len(solver.writer.prompt_ids(QUESTION))
+    solver.spec = replace(solver.spec, writer=replace(solver.spec.writer,
+                                                      max_prompt_tokens=bound))
+    longer = QUESTION + " " + QUESTION
+    over = len(solver.writer.prompt_ids(longer))
+    results = solver.solve([longer, QUESTION, longer], ids=["a", "b", "c"])
+    assert [r.id for r in results] == ["a", "b", "c"]
+    for result in (results[0], results[2]):
+        assert result.answer is None
+        assert result.error == (f"the writer's prompt is {over} tokens, over "
+                                f"max_prompt_tokens {bound}")
+    assert results[1].error is None and results[1].answer_exact == "72"
