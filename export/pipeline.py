@@ -76,6 +76,20 @@ class Progress:
         self.log(f"[{self.elapsed:7.1f}s] {message}")
 
 
+def publish(staging: Staging, manifest: Manifest, rows: list[ParityRow], progress: Progress
+            ) -> ExportReport:
+    """The common end of an export: the manifest written and read back with the runtime's
+    own checks (schema and every sha256), the staged folder moved into place, the report."""
+    progress("writing manifest.json ...")
+    write_manifest(manifest, staging.folder)
+    load_manifest(staging.folder)
+    staging.publish()
+    files = {p.name: p.stat().st_size for p in sorted(staging.out.iterdir())}
+    progress(f"wrote {staging.out} ({sum(files.values()) / 1e6:.1f} MB)")
+    return ExportReport(staging.out, manifest.precision, manifest, rows, files,
+                        progress.elapsed)
+
+
 def graph_io(model: ModelCheckpoint, config: Any,
              dtype: str) -> tuple[GraphIO, KVCacheSpec | None]:
     """The graph I/O of a role, and its KV layout for decoders."""
@@ -187,13 +201,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
         failed = [row for row in rows if row.status == "FAIL"]
         if failed:
             raise ParityError("parity check failed: " + "; ".join(map(failure, failed)), rows)
-        progress("writing manifest.json ...")
-        manifest = build_manifest(ckpt, precision, specs, rows, opset)
-        write_manifest(manifest, staging.folder)
-        load_manifest(staging.folder)  # the runtime's own check: schema and every sha256
-        staging.publish()
+        return publish(staging, build_manifest(ckpt, precision, specs, rows, opset), rows,
+                       progress)
     finally:
         staging.close()
-    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
-    progress(f"wrote {out} ({sum(files.values()) / 1e6:.1f} MB)")
-    return ExportReport(out, precision, manifest, rows, files, progress.elapsed)

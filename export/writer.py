@@ -30,7 +30,6 @@ from mycelium.runtime.manifest import (
     ModelSpec,
     load_manifest,
     sha256_file,
-    write_manifest,
 )
 from mycelium.runtime.spec import WriterSettings
 from mycelium.runtime.writer import WRITER_FILE, OnnxWriter
@@ -40,7 +39,7 @@ from .io_specs import decoder_io
 from .manifest_builder import versions
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, sample_args
 from .output import Staging, check_destination
-from .pipeline import ExportReport, Log, Progress
+from .pipeline import ExportReport, Log, Progress, publish
 from .quantize import check_precision, convert
 from .reuse import copy_reused
 from .verify import TOLERANCES, ParityRow
@@ -225,16 +224,9 @@ def export_writer_set(run: str | Path, out: str | Path, precision: str = "int8",
             parity={r.model: r.to_dict() for r in (segmenter_row, row)},
             versions=versions(opset))
         manifest = manifest.with_mycelium(manifest.mycelium)  # validated as the runtime reads it
-        progress("writing manifest.json ...")
-        write_manifest(manifest, staging.folder)
-        load_manifest(staging.folder)  # the runtime's own check: schema and every sha256
-        staging.publish()
+        return publish(staging, manifest, [segmenter_row, row], progress)
     finally:
         staging.close()
-    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
-    progress(f"wrote {out} ({sum(files.values()) / 1e6:.1f} MB)")
-    return ExportReport(out, precision, manifest, [segmenter_row, row], files,
-                        progress.elapsed)
 
 
 def _writer_entry(folder: Path, written: dict, tokenizer: str) -> ModelSpec:
