@@ -53,6 +53,9 @@ def check_exported_from(checkpoint: Path, manifest: Manifest) -> None:
 
 
 def _check(checkpoint: Path, manifest: Manifest) -> None:
+    if manifest.writes_programs:
+        _check_writer_run(checkpoint, manifest)
+        return
     spec = json.loads((checkpoint / "mycelium.json").read_text(encoding="utf-8"))
     # `mycelium-train scorer --write` adds the answer scorer to the artifacts' manifest
     # after export; both runtimes of a comparison use the manifest's
@@ -72,3 +75,21 @@ def _check(checkpoint: Path, manifest: Manifest) -> None:
             != model.kv_cache.num_kv_heads
         ):
             raise ValueError(f"{checkpoint}/{name} has another shape than the artifacts' {name}")
+
+
+def _check_writer_run(run: Path, manifest: Manifest) -> None:
+    """A program writer's set against the training run it was exported from: the same
+    prompt, grammar, base tokenizer and layer count."""
+    trained = json.loads((run / "writer.json").read_text(encoding="utf-8"))
+    entry = manifest.models["writer"]
+    settings = manifest.mycelium["writer"]
+    if trained["prompt"] != settings["prompt"]:
+        raise ValueError(f"{run}/writer.json has another prompt than the artifacts' writer")
+    if trained["alphabet"] != "".join((entry.labels or ())[:-1]):
+        raise ValueError(f"{run}/writer.json has another grammar than the artifacts' writer")
+    base = Path(trained["base"])
+    if _sha256(base / "tokenizer.json") != entry.tokenizer_sha256:
+        raise ValueError(f"{base}/tokenizer.json is not the tokenizer of the artifacts' writer")
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    if entry.kv_cache is None or config["num_hidden_layers"] != entry.kv_cache.num_layers:
+        raise ValueError(f"{base} has another shape than the artifacts' writer")

@@ -12,10 +12,12 @@ one after the other: the runtime's process never imports torch. Gold answers are
 read only after solving and never reach a solver.
 
 Baselines: ``torch`` runs the same pipeline on PyTorch eager from ``--checkpoint``; without
-one (the embedded default ships only ONNX) from a random checkpoint of the artifacts' own
-shapes fed the artifacts' own spans, labelled so. ``cot`` is Qwen2.5-Coder-0.5B-Instruct
-writing a few-shot chain of thought on onnxruntime-genai (``benchmarks/cot.py``), fetched
-and built on first use and cached.
+one (the embedded default ships only ONNX) from a checkpoint of the artifacts' own shapes
+holding their graphs' weights read back, fed the artifacts' own spans, labelled so. For a
+program writer's set ``--checkpoint`` is the writer's training run: its writer runs on
+PyTorch (bf16, as its evaluation does), the segmenter stays the set's ONNX graph. ``cot``
+is Qwen2.5-Coder-0.5B-Instruct writing a few-shot chain of thought on onnxruntime-genai
+(``benchmarks/cot.py``), fetched and built on first use and cached.
 """
 
 from __future__ import annotations
@@ -194,10 +196,18 @@ def main(data: Path | None, split: str, artifacts: Path | None, checkpoint: Path
         except MyceliumError as exc:
             raise click.ClickException(str(exc)) from None
         torch_model, overrides = None, {}
+        writes_programs = load_manifest(folder, verify=False).writes_programs
         if "torch" in asked:
+            if checkpoint is None and writes_programs:
+                raise click.UsageError(
+                    f"--baselines torch: {folder} is a program writer's set; give its "
+                    "training run as --checkpoint RUN")
             if checkpoint is None:
                 checkpoint, torch_model = _checkpoint_like(folder, work)
                 overrides["torch"] = {"spans_from": str(spans_from or folder)}
+            elif writes_programs:
+                torch_model = (f"the writer of run {checkpoint} on PyTorch eager (bf16, as "
+                               "its training evaluation runs it), the set's ONNX segmenter")
             else:
                 torch_model = f"the same pipeline on PyTorch eager, checkpoint {checkpoint}"
         if checkpoint is not None:

@@ -21,7 +21,13 @@ from transformers import (
 )
 
 from mycelium.export.checkpoint import validate_checkpoint
-from mycelium.runtime.manifest import ModelSpec, load_manifest, model_kind
+from mycelium.runtime.manifest import (
+    Manifest,
+    ModelSpec,
+    load_manifest,
+    model_kind,
+    safe_member,
+)
 from mycelium.runtime.models import (
     DecoderRunner,
     DecoderState,
@@ -146,6 +152,43 @@ class TorchDecoderRunner(DecoderRunner):
         return logits.float().numpy(), DecoderState(mask, next_position, presents)
 
 
+class _WriterHead(torch.nn.Module):
+    """A trained program writer (``train.writer_eval.Writer``: the base, its trained top
+    layers and the grammar head, bf16 as its own evaluation runs it) called like a
+    sequence classifier: the head's logits (B, classes) at the last position."""
+
+    def __init__(self, writer: Any):
+        super().__init__()
+        self.model, self.top = writer.model, writer.top
+
+    def forward(self, **inputs: Any) -> Any:
+        from types import SimpleNamespace
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.model.model(**inputs)
+            logits = out.last_hidden_state[:, -1] @ self.top.head.T
+        return SimpleNamespace(logits=logits, past_key_values=out.past_key_values)
+
+
+def _torch_writer_solver(run: Path, folder: Path, manifest: Manifest,
+                         threads: int | None) -> Solver:
+    """A program writer's set with its writer on PyTorch eager from the training ``run``;
+    the segmenter stays the set's ONNX graph (a writer's set has no segmenter checkpoint),
+    so only the writer's calls differ."""
+    from mycelium.runtime.runners import RUNNERS
+    from mycelium.runtime.sessions import make_session
+    from mycelium.train.writer_eval import Writer
+
+    entry = manifest.models["segmenter"]
+    session = make_session(safe_member(folder, entry.file), "cpu", threads)
+    segmenter = RUNNERS[model_kind("segmenter", entry)](session, entry,
+                                                         entry.special_tokens["pad"], None)
+    spec = manifest.models["writer"]
+    writer = TorchDecoderRunner(_WriterHead(Writer(run)), spec, spec.special_tokens["pad"])
+    return Solver(folder, manifest, choose_provider("cpu"), threads,
+                  runners=(segmenter, writer))
+
+
 def load_torch_solver(
     checkpoint: str | Path,
     artifacts: str | Path,
@@ -166,6 +209,8 @@ def load_torch_solver(
     checkpoint, folder = Path(checkpoint), Path(artifacts)
     manifest = load_manifest(folder, verify=False)
     check_exported_from(checkpoint, manifest)
+    if manifest.writes_programs:
+        return _torch_writer_solver(checkpoint, folder, manifest, threads)
     roles = validate_checkpoint(checkpoint).models  # the class each config.json declares
     models = {
         name: role.architecture.model_class(name, role.class_name).from_pretrained(

@@ -87,7 +87,8 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
     load_seconds = time.perf_counter() - start
     _progress(f"torch pipeline loaded in {load_seconds:.1f}s ({torch.get_num_threads()} threads)")
     out = measure_pipeline(solver, job["questions"], **_pipeline_options(job))
-    out.update(load_seconds=load_seconds, provider="torch-eager-cpu", precision="fp32",
+    precision = "bf16" if solver.writer is not None else "fp32"  # a writer runs as trained
+    out.update(load_seconds=load_seconds, provider="torch-eager-cpu", precision=precision,
                torch_threads=torch.get_num_threads(), torch_version=torch.__version__)
     return out
 

@@ -256,3 +256,36 @@ def test_a_prompt_over_the_bound_is_an_error_record_and_the_batch_goes_on(artifa
         assert result.error == (f"the writer's prompt is {over} tokens, over "
                                 f"max_prompt_tokens {bound}")
     assert results[1].error is None and results[1].answer_exact == "72"
+
+
+def _bench(artifacts: Path, out: Path, data: Path, *more: str):
+    from benchmarks.run import main
+
+    return CliRunner().invoke(main, ["--data", str(data), "--artifacts", str(artifacts),
+                                     "--batch-size", "2", "--sweep", "2", "--warmup", "1",
+                                     "--latency-limit", "1", "--baselines", "torch",
+                                     "--out", str(out), *more])
+
+
+def test_the_benchmark_runs_a_writer_set_beside_its_pytorch_writer(artifacts, reference,
+                                                                    tmp_path: Path) -> None:
+    from benchmarks.report import validate_report
+
+    run, out = artifacts
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 72"}) + "\n"
+                            for q in QUESTIONS[:2]), encoding="utf-8")
+    missing = _bench(out, tmp_path / "none", data)
+    assert missing.exit_code == 2
+    assert "is a program writer's set; give its training run as --checkpoint RUN" in \
+        missing.output
+    done = _bench(out, tmp_path / "bench", data, "--checkpoint", str(run))
+    assert done.exit_code == 0, done.output
+    report = json.loads((tmp_path / "bench" / "report.json").read_text(encoding="utf-8"))
+    assert validate_report(report, ("torch",)) == []
+    torch_run = report["baselines"]["torch"]
+    assert torch_run["precision"] == "bf16" and f"the writer of run {run}" in torch_run["model"]
+    # the overfitted writer answers the first question as the PyTorch beam does, either way
+    assert reference[QUESTION][0] == 72
+    assert report["accuracy_detail"]["correct"] >= 1 and torch_run["accuracy"] >= 0.5
+    assert torch_run["answers_agree_with_runtime"] >= 0.5
