@@ -7,7 +7,8 @@ Qwen2.5-0.5B shape, per-channel scales gave larger logit errors (0.20 vs 0.11
 on the classifier) at the same speed, and MatMulNBits 8-bit (weight-only)
 was 3-4x slower to prefill on CPU. The program writer's int8 is weight-only instead
 (``quantize_weights``: MatMulNBits, 8 bits in blocks of 32): on Qwen2.5-Coder-0.5B its
-dynamic int8 logits were off by up to 4.6 (per channel 2.1), failing the int8 rule.
+dynamic int8 logits were off by up to 4.6 (per channel 2.1), failing the int8 rule; its
+embedding table becomes int8 rows (``embedding_rows``).
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def quantize_int8(source: Path, target: Path, ops: tuple[str, ...] = ("MatMul",)
 
 def quantize_weights(source: Path, target: Path, bits: int = 8, block_size: int = 32) -> None:
     """Weight-only quantization of the constant-weight MatMuls to ``bits`` (MatMulNBits,
-    symmetric, one scale per ``block_size`` weights; activations stay float)."""
+    symmetric, one scale per ``block_size`` weights; activations stay float) and of the
+    embedding tables to int8 rows (:mod:`.embedding_rows`)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from .embedding_rows import quantize_embedding_tables
 
     root = logging.getLogger()
     level = root.level
@@ -65,6 +69,7 @@ def quantize_weights(source: Path, target: Path, bits: int = 8, block_size: int 
                                          block_size=block_size, is_symmetric=True,
                                          accuracy_level=4)
         quantizer.process()
+        quantize_embedding_tables(quantizer.model.model)
         quantizer.model.save_model_to_file(str(target), use_external_data_format=True)
     finally:
         root.setLevel(level)

@@ -218,14 +218,17 @@ def test_the_python_solver_needs_no_torch(artifacts, reference) -> None:
     assert answer == "72" and int(count) == len(reference[QUESTION][2])
 
 
-def test_the_int8_writer_is_weight_only_and_writes_the_program(artifacts, tmp_path: Path
-                                                              ) -> None:
+def test_the_int8_writer_is_weight_only_and_writes_the_program(
+        artifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnx
+    from onnx import TensorProto
 
+    from mycelium.export import embedding_rows
     from mycelium.export.writer import export_writer_set
     from mycelium.runtime.solver import Solver
 
     run, _ = artifacts
+    monkeypatch.setattr(embedding_rows, "MIN_ROWS", 8)  # the tiny vocabulary counts as one
     report = export_writer_set(run, tmp_path / "int8", "int8", log=lambda _: None)
     manifest = load_manifest(report.output)
     assert manifest.precision == "int8" and manifest.parity["writer"]["status"] == "ok"
@@ -233,6 +236,8 @@ def test_the_int8_writer_is_weight_only_and_writes_the_program(artifacts, tmp_pa
                       load_external_data=False)
     ops = {node.op_type for node in graph.graph.node}
     assert "MatMulNBits" in ops and "MatMulInteger" not in ops  # weights only, not dynamic
+    tables = [init for init in graph.graph.initializer if init.name.endswith(".int8_rows")]
+    assert len(tables) == 1 and tables[0].data_type == TensorProto.INT8
     (result,) = Solver.load(report.output, "cpu").solve([QUESTION])
     assert result.answer_exact == "72"
 
