@@ -272,7 +272,9 @@ def run_diagnosis(
             "label": "ORACLE: share of problems whose gold program the search can express",
             "value": expressible / total,
         },
-        "answer_scorer": "learned" if solver.spec.answer_scorer is not None else "default",
+        "answer_scorer": ("program writer" if solver.manifest.writes_programs
+                          else "learned" if solver.spec.answer_scorer is not None
+                          else "default"),
         "by_confidence": confidence_report([e["confidence"] for e in per_problem],
                                            [e["stage"] == "correct" for e in per_problem]),
     }

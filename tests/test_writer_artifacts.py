@@ -169,7 +169,7 @@ def test_diagnose_attributes_the_writer_losses(artifacts, reference, tmp_path: P
         "correct", "scorer_picked_wrong", "wrong_program"]
     assert data["summary"]["problems"] == 3
     assert data["summary"]["lost_by_stage"]["wrong_program"] == 1
-    assert data["summary"]["answer_scorer"] == "default"
+    assert data["summary"]["answer_scorer"] == "program writer"  # pooled beam probability
 
 
 def test_serve_answers_as_solve(artifacts, reference) -> None:
