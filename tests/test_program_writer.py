@@ -111,3 +111,51 @@ def test_an_overfitted_writer_writes_the_program(cached) -> None:
     answer, score, text = programs[0]
     assert (answer, text) == (F(72), "48/2=24\n48+24=72\n")
     assert score > -1.0
+
+
+GSM8K = [  # line 0 is dev under the fixed split; the others are train
+    ("A car travels 50 miles per hour for 3 hours. How far does it go?",
+     "50*3=<<50*3=150>>150 miles.\n#### 150"),
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+     "clips in May. How many clips did Natalia sell altogether in April and May?",
+     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+     "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"),
+    ("Tom has 3 boxes with 12 pens each. He gives away 5 pens. How many pens are left?",
+     "He has 3*12=<<3*12=36>>36 pens. He keeps 36-5=<<36-5=31>>31 pens.\n#### 31"),
+]
+
+
+def test_the_writer_command_runs_every_stage_once_and_refuses_a_foreign_run(
+        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mycelium.train.cli import main
+
+    base = _tiny_base(tmp_path / "base")
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n"
+                              for q, a in GSM8K))
+    run = tmp_path / "run"
+    args = ["writer", "--out", str(run), "--data", str(source), "--base-dir", str(base),
+            "--epochs", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, [*args, "--frozen-layers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "next: mycelium-export writer" in result.output
+    problems = [json.loads(line) for line in (run / "data" / "problems.jsonl").open()]
+    assert [p["split"] for p in problems] == ["dev", "train", "train"]
+    (shard,) = sorted((run / "cache").glob("*.pt"))
+    assert len(torch.load(shard, weights_only=False)) == 2  # the two train programs
+    assert json.loads((run / "writer.json").read_text())["frozen_layers"] == 1
+    trained = torch.load(run / "writer.pt")
+    assert any(key.startswith("layers.0.") for key in trained)  # the base's layer 1
+
+    stamp = shard.stat().st_mtime_ns
+    again = CliRunner().invoke(main, [*args, "--frozen-layers", "1"])
+    assert again.exit_code == 0, again.output
+    assert "data: kept" in again.output and shard.stat().st_mtime_ns == stamp
+
+    for frozen, message in (("0", "was started with --frozen-layers 1, not 0"),
+                            ("2", "--frozen-layers 2 leaves none of the base's 2 layers")):
+        refused = CliRunner().invoke(main, [*args, "--frozen-layers", frozen])
+        assert refused.exit_code == 1 and message in refused.output
+        assert "Traceback" not in refused.output

