@@ -385,7 +385,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     lines += ["## Token positions per problem", ""]
     tokens = report["tokens_per_problem"]
     rows = [[name, tokens.get(name), (torch_b.get("tokens_per_problem") or {}).get(name)]
-            for name in (*MODELS, "total")]
+            for name in (*MODELS, "writer", "total")]
     if cot_b:
         cot_tokens = cot_b["tokens_per_problem"]
         rows.append(["CoT (prompt + generated)", None, cot_tokens["total"]])

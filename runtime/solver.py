@@ -203,9 +203,13 @@ class Solver:
         spans = [list(s) for s in spans] if spans is not None else self.segment(questions)
         if self.writer is not None:  # the writer writes whole programs: no span-group search
             assert self.spec.writer is not None  # load_writer checked it
-            with timed(self.stats, "extract"):
-                return write(self.writer, self.spec.writer, ids, questions, spans,
-                             tuple(sorted(self.constants)), trace)
+            before = self.writer.positions
+            try:
+                with timed(self.stats, "write"):
+                    return write(self.writer, self.spec.writer, ids, questions, spans,
+                                 tuple(sorted(self.constants)), trace)
+            finally:
+                self.stats.tokens["writer"] += self.writer.positions - before
 
         with timed(self.stats, "search"):
             sets = [

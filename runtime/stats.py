@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-STAGES = ("tokenize", "segment", "search", "classify", "extract", "execute")
+STAGES = ("tokenize", "segment", "search", "classify", "extract", "write", "execute")
+TOKEN_COUNTERS = ("segmenter", "classifier", "extractor", "writer")
 
 
 @dataclass
@@ -15,16 +16,14 @@ class Stats:
     """Per-stage seconds and token positions computed, accumulated over calls."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    tokens: dict[str, int] = field(
-        default_factory=lambda: {"segmenter": 0, "classifier": 0, "extractor": 0}
-    )
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COUNTERS, 0))
     problems: int = 0
     extractor_rows: int = 0  # (group, operation) readings decoded, times their branches
 
     def reset(self) -> None:
         """Zero every counter."""
         self.seconds = dict.fromkeys(STAGES, 0.0)
-        self.tokens = {"segmenter": 0, "classifier": 0, "extractor": 0}
+        self.tokens = dict.fromkeys(TOKEN_COUNTERS, 0)
         self.problems = 0
         self.extractor_rows = 0
 

@@ -74,6 +74,7 @@ class ProgramWriter:
             raise ValueError(f"{len(char_ids)} token ids for {len(alphabet) + 1} head classes")
         self.runner, self.tokenizer, self.prompt = runner, tokenizer, prompt
         self.alphabet, self.char_ids = alphabet, tuple(char_ids)
+        self.positions = 0  # token positions computed: prompts, then one per beam step
 
     def prompt_ids(self, question: str) -> list[int]:
         """The token ids of the prompt the writer reads for ``question``."""
@@ -85,9 +86,11 @@ class ProgramWriter:
         first (`grammar_beams` over this graph)."""
         prompts = [self.prompt_ids(q) for q in questions]
         logits, state = self.runner.prefill(prompts)
+        self.positions += sum(len(p) for p in prompts)
         cache = {"state": state}
 
         def step(rows: np.ndarray, feed: np.ndarray) -> np.ndarray:
+            self.positions += len(feed)
             logits, cache["state"] = self.runner.step(feed, cache["state"].take(rows))
             return log_softmax(logits)
 

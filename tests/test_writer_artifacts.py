@@ -294,3 +294,9 @@ def test_the_benchmark_runs_a_writer_set_beside_its_pytorch_writer(artifacts, re
     assert reference[QUESTION][0] == 72
     assert report["accuracy_detail"]["correct"] >= 1 and torch_run["accuracy"] >= 0.5
     assert torch_run["answers_agree_with_runtime"] >= 0.5
+    # the writer's time and token positions are its own, not the extractor's
+    tokens, seconds = report["tokens_per_problem"], report["stage_seconds"]
+    program = len("48/2=24\n48+24=72\n")  # every character of the best program was fed
+    assert tokens["writer"] > tokens["segmenter"] + program and tokens["extractor"] == 0
+    assert seconds["write"] > 0 and seconds["extract"] == 0
+    assert torch_run["tokens_per_problem"]["writer"] > program
