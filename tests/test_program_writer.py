@@ -159,3 +159,25 @@ def test_the_writer_command_runs_every_stage_once_and_refuses_a_foreign_run(
         refused = CliRunner().invoke(main, [*args, "--frozen-layers", frozen])
         assert refused.exit_code == 1 and message in refused.output
         assert "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["not json"], "line 1: not JSON"),
+    ([json.dumps({"question": "Ann has 3 pens."})], "line 1: needs string fields"),
+    ([json.dumps({"question": q, "answer": a}) for q, a in GSM8K[:1]],  # dev only
+     "no train-split problem"),
+])
+def test_the_writer_command_refuses_unusable_data_in_one_line(tmp_path: Path, lines, message
+                                                              ) -> None:
+    from click.testing import CliRunner
+
+    from mycelium.train.cli import main
+
+    base = _tiny_base(tmp_path / "base")
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("".join(line + "\n" for line in lines))
+    result = CliRunner().invoke(main, ["writer", "--out", str(tmp_path / "run"), "--data",
+                                       str(source), "--base-dir", str(base),
+                                       "--frozen-layers", "1"])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "writer.pt").exists()

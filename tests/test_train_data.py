@@ -475,3 +475,14 @@ def test_reject_records_are_the_search_groups_that_are_no_step() -> None:
     assert set(flipped) - set(groups) == {(0, 1), (0, 1, 2), (1,), (1, 2), (1, 2, 3),
                                           (0, 3)}
     assert (0, 2) not in flipped and (3,) not in flipped  # the gold steps never
+
+
+def test_the_data_command_names_a_bad_line_in_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text(json.dumps({"question": NATALIA[0], "answer": NATALIA[1]}) + "\n\n"
+                      + json.dumps({"question": NATALIA[0], "answer": 72}) + "\n")
+    result = CliRunner().invoke(main, ["data", "--data", str(source), "--out",
+                                       str(tmp_path / "out"), "--vocab-size", "300"])
+    assert result.exit_code == 1, result.output
+    assert "line 3: needs string fields 'question' and 'answer'" in result.output
+    assert "Traceback" not in result.output

@@ -44,7 +44,7 @@ def data(
     from mycelium.runtime.errors import ArtifactsError
     from mycelium.runtime.spec import SearchSpec, override_search
 
-    from .data import build
+    from .data import DataError, build
 
     try:
         search = override_search(SearchSpec(), settings)
@@ -52,8 +52,11 @@ def data(
         raise click.BadParameter(str(exc), param_hint="--search") from None
     if reject_flips and not reject_groups:
         raise click.BadParameter("needs --reject-groups", param_hint="--reject-flips")
-    coverage = build(data, out, vocab_size, span_constants, unreachable_steps, reject_groups,
-                     search, reject_flips)
+    try:
+        coverage = build(data, out, vocab_size, span_constants, unreachable_steps,
+                         reject_groups, search, reject_flips)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
     for split, figures in coverage["splits"].items():
         click.echo(
             f"{split}: {figures['problems']} problems, parsed {figures['parsed_fraction']:.1%}, "
@@ -155,13 +158,14 @@ def writer(out: Path, data: Path, base_name: str, base_dir: Path | None, frozen_
     """Train the program writer from a pinned base in one resumable command (base, data,
     cached lower layers, top layers); then `mycelium-export writer RUN -o ARTIFACTS`."""
     from .base import BaseModelError
+    from .data import DataError
     from .writer_recipe import RecipeError, WriterRecipe, run_writer_recipe
 
     recipe = WriterRecipe(out, data, base_name, base_dir, frozen_layers, epochs, minutes,
                           threads, find_links)
     try:
         run_writer_recipe(recipe, click.echo)
-    except (BaseModelError, RecipeError) as exc:
+    except (BaseModelError, DataError, RecipeError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -28,12 +28,27 @@ def split_of(line_number: int) -> str:
     return "dev" if line_number % DEV_EVERY == 0 else "train"
 
 
+class DataError(ValueError):
+    """A GSM8K file that cannot be read as problems (one line, naming the bad line)."""
+
+
 def read_problems(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(0-based line number, record) of each non-empty line."""
+    """(0-based line number, record) of each non-empty line; a line that is not a JSON
+    object with a string ``question`` and ``answer`` is refused (the fixed split counts
+    lines, so a training set is never built from part of a file)."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle):
-            if line.strip():
-                yield number, json.loads(line)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {number + 1}: not JSON ({exc.msg})") from None
+            if not (isinstance(record, dict) and isinstance(record.get("question"), str)
+                    and isinstance(record.get("answer"), str)):
+                raise DataError(f"{path} line {number + 1}: needs string fields "
+                                "'question' and 'answer'")
+            yield number, record
 
 
 def problem_record(number: int, question: str, derivation: Derivation) -> dict[str, Any]:

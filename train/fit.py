@@ -150,11 +150,14 @@ def fit_command(data: Path, out: Path, threads: int, pretrain_text: Path | None,
 def all_command(data: Path, out: Path, threads: int, data_out: Path | None, vocab_size: int,
                 **options: Any) -> None:
     """`data` then `fit`: GSM8K jsonl to a trained checkpoint."""
-    from .data import build
+    from .data import DataError, build
 
     with tempfile.TemporaryDirectory(prefix="mycelium-data-") as scratch:
         folder = data_out or Path(scratch)
-        build(data, folder, vocab_size)
+        try:
+            build(data, folder, vocab_size)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"supervision written to {folder}")
         _run_fit(folder, out, threads, data, **options)
 

@@ -95,7 +95,7 @@ def run_writer_recipe(recipe: WriterRecipe, echo: Callable[[str], None] = print)
     """Run or continue every stage; returns whether ``RUN/writer.pt`` is complete."""
     import torch
 
-    from .program_writer import build_cache, fit
+    from .program_writer import build_cache, fit, read_examples
 
     torch.set_num_threads(recipe.threads)
     if recipe.epochs < 1:
@@ -103,6 +103,10 @@ def run_writer_recipe(recipe: WriterRecipe, echo: Callable[[str], None] = print)
     base = _base(recipe, echo)
     _check_run(recipe, base)
     problems = _supervision(recipe, echo)
+    if not read_examples(problems, "train"):
+        raise RecipeError(f"{recipe.data}: no train-split problem (the fixed split: lines "
+                          "not divisible by 10) has an aligned program of the four "
+                          "operations to learn from")
     build_cache(base, problems, recipe.out, recipe.frozen_layers)
     echo(f"cache: lower {recipe.frozen_layers} layers' states in {recipe.out / 'cache'}")
     done = fit(recipe.out, recipe.epochs, resume=True, threads=recipe.threads,
